@@ -1,0 +1,114 @@
+// Package verify proves a converted Hugging Face directory right against the
+// base model it was fine-tuned from and, when given, against the source
+// checkpoint and recorded goldens. Checks are values in the shape of
+// golang.org/x/tools/go/analysis: a stable ID, a Doc, and a Run function that
+// reports findings through a Pass.
+package verify
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/ckptgate/ckptgate/internal/ckpt"
+	"github.com/ckptgate/ckptgate/reports"
+)
+
+// Input names something a check needs besides the model directory.
+type Input string
+
+// The optional inputs.
+const (
+	NeedBase   Input = "base"
+	NeedSource Input = "source"
+	NeedGolden Input = "golden"
+)
+
+// Check is one verification. IDs are stable ("family.name") and documented in
+// docs/checks.md, which is generated from Doc.
+type Check struct {
+	ID string
+	// Doc: first line a one-sentence summary, then what passes, warns and
+	// fails.
+	Doc      string
+	Requires []Input
+	Run      func(*Pass) error
+}
+
+// Family is the part of the ID before the first dot.
+func (c *Check) Family() string {
+	f, _, _ := strings.Cut(c.ID, ".")
+	return f
+}
+
+// Summary is the first line of Doc.
+func (c *Check) Summary() string {
+	s, _, _ := strings.Cut(c.Doc, "\n")
+	return s
+}
+
+// Inputs are what a verification run looks at.
+type Inputs struct {
+	// Model is the converted directory under test.
+	Model string
+	// Base is the base model directory.
+	Base string
+	// SourcePath and Source are the training checkpoint (nil when not given).
+	SourcePath string
+	Source     *ckpt.Checkpoint
+	// Golden is a golden directory recorded by `ckptgate golden record`, or
+	// the dev fixtures' goldens; empty when not given.
+	Golden string
+	// Manifest is a checksum manifest to compare with (optional).
+	Manifest string
+	// Policy decides frozen sets and thresholds.
+	Policy *Policy
+	// Jobs bounds parallelism (0: all cores).
+	Jobs int
+}
+
+// Pass is what a check's Run receives.
+type Pass struct {
+	Check *Check
+	*Inputs
+	// Scan holds the per-tensor statistics computed in the one streaming
+	// pass over the weights (nil if the weights could not be opened).
+	Scan     *Scan
+	findings []reports.Check
+}
+
+// Report records a finding.
+func (p *Pass) Report(status reports.Status, subject, msg string, details any) {
+	c := reports.Check{ID: p.Check.ID, Status: status, Subject: subject, Message: msg}
+	if details != nil {
+		if raw, ok := details.(json.RawMessage); ok {
+			c.Details = raw
+		} else {
+			c.Details = reports.MustDetails(details)
+		}
+	}
+	p.findings = append(p.findings, c)
+}
+
+// Passf records a passing finding.
+func (p *Pass) Passf(subject, format string, a ...any) {
+	p.Report(reports.StatusPass, subject, fmt.Sprintf(format, a...), nil)
+}
+
+// Warnf records a warning.
+func (p *Pass) Warnf(subject, format string, a ...any) {
+	p.Report(reports.StatusWarn, subject, fmt.Sprintf(format, a...), nil)
+}
+
+// Failf records a failure.
+func (p *Pass) Failf(subject, format string, a ...any) {
+	p.Report(reports.StatusFail, subject, fmt.Sprintf(format, a...), nil)
+}
+
+// Skipf records that the check could not run.
+func (p *Pass) Skipf(subject, format string, a ...any) {
+	p.Report(reports.StatusSkip, subject, fmt.Sprintf(format, a...), nil)
+}
+
+// Findings returns what the pass recorded.
+func (p *Pass) Findings() []reports.Check { return p.findings }
