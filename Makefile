@@ -1,10 +1,49 @@
-# ckptgate — every target needs Go 1.27; the go command fetches it.
+# ckptgate. Every target needs Go 1.27; the go command fetches it.
 export GOTOOLCHAIN := go1.27.3
 GO ?= go
+FUZZTIME ?= 60s
+BENCH_SIZE ?= 2GB
+BENCH_WORLD ?= 8
 
-.PHONY: build test demo bench fuzz lint
+.PHONY: build test test-race test-ollama demo bench fuzz lint checks-doc clean
+
 build:
 	$(GO) build -o bin/ckptgate ./cmd/ckptgate
 
+## test: the whole suite (what CI and the README run)
 test:
 	$(GO) test ./...
+
+test-race:
+	$(GO) test -race ./...
+
+## test-ollama: the deployment check, which needs cgo (gcc, g++)
+test-ollama:
+	CGO_ENABLED=1 $(GO) test -tags ollama ./internal/ollamacheck/... ./verify/...
+
+## demo: convert, verify, smoke-test and report the tiny model in goldens/
+demo: build
+	rm -rf out/demo out/demo-report
+	bin/ckptgate gate --source goldens/mllama-tiny-dev/runs/fsdp1 --base goldens/mllama-tiny-dev/base \
+		--out out/demo --golden goldens/mllama-tiny-dev --report-dir out/demo-report
+
+## bench: convert/verify a synthetic 11B-shaped checkpoint against a plain copy
+bench: build
+	$(GO) run ./cmd/ckptgate-bench -size $(BENCH_SIZE) -world $(BENCH_WORLD)
+
+## fuzz: every fuzz target for FUZZTIME each
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+lint:
+	@test -z "$$(gofmt -l . | tee /dev/stderr)"
+	$(GO) vet ./...
+	$(GO) vet -tags ollama ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+clean:
+	rm -rf bin out

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/ckptgate/ckptgate/internal/ckpt"
+	"github.com/ckptgate/ckptgate/internal/mllama"
+	"github.com/ckptgate/ckptgate/internal/safetensors"
 	"github.com/ckptgate/ckptgate/reports"
 )
 
@@ -61,6 +63,8 @@ type Inputs struct {
 	Golden string
 	// Manifest is a checksum manifest to compare with (optional).
 	Manifest string
+	// ManifestOut, when set, receives the model's manifest.
+	ManifestOut string
 	// Policy decides frozen sets and thresholds.
 	Policy *Policy
 	// Jobs bounds parallelism (0: all cores).
@@ -71,10 +75,26 @@ type Inputs struct {
 type Pass struct {
 	Check *Check
 	*Inputs
-	// Scan holds the per-tensor statistics computed in the one streaming
-	// pass over the weights (nil if the weights could not be opened).
-	Scan     *Scan
+	*Env
 	findings []reports.Check
+}
+
+// Env is what the runner opened once for all checks.
+type Env struct {
+	// Weights are the model's safetensors (nil when they could not be
+	// opened; WeightsErr says why).
+	Weights    *safetensors.Dir
+	WeightsErr error
+	// BaseWeights are the base's (nil without a base or when unreadable).
+	BaseWeights    *safetensors.Dir
+	BaseWeightsErr error
+	// Config and BaseConfig are the parsed config.json files (nil when
+	// missing or invalid; ConfigErr says why for the model).
+	Config, BaseConfig *mllama.Config
+	ConfigErr          error
+	// Scan holds the per-tensor statistics computed in the one streaming
+	// pass over the weights (nil when the weights could not be opened).
+	Scan *Scan
 }
 
 // Report records a finding.

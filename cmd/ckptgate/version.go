@@ -42,3 +42,5 @@ func newVersionCmd() *cobra.Command {
 		},
 	}
 }
+
+func goVersion() string { return runtime.Version() }

@@ -42,10 +42,10 @@ func TestF16FromF32Torch(t *testing.T) {
 		{65520, 0x7C00}, // overflow to Inf
 		{65504, 0x7BFF}, // largest finite
 		{70000, 0x7C00},
-		{1e-8, 0x0000},     // underflow to zero
-		{5.96e-8, 0x0001},  // smallest subnormal
-		{1, 0x3C00},        // one
-		{-2, 0xC000},       // minus two
+		{1e-8, 0x0000},    // underflow to zero
+		{5.96e-8, 0x0001}, // smallest subnormal
+		{1, 0x3C00},       // one
+		{-2, 0xC000},      // minus two
 		{1.0009765625, 0x3C01},
 		{1.00048828125, 0x3C00}, // tie to even
 		{1.00146484375, 0x3C02}, // tie to even (up)

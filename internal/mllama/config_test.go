@@ -1,6 +1,9 @@
 package mllama
 
 import (
+	"encoding/json"
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -32,4 +35,54 @@ func TestLoadConfigBothForms(t *testing.T) {
 			t.Errorf("%s: vision %+v", c.dir, cfg.Vision)
 		}
 	}
+}
+
+// The shapes derived from config.json must be exactly the tensors
+// transformers saved for the base (names and shapes).
+func TestExpectedShapesMatchBase(t *testing.T) {
+	cfg, err := LoadConfig("../../goldens/mllama-tiny-dev/base/config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ExpectedShapes(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]int64{}
+	for n, e := range manifestEntries(t) {
+		got[n] = e
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d expected tensors, base has %d", len(want), len(got))
+	}
+	for n, s := range got {
+		w, ok := want[n]
+		if !ok {
+			t.Errorf("base tensor %s not derived", n)
+			continue
+		}
+		if fmt.Sprint(w) != fmt.Sprint(s) {
+			t.Errorf("%s: derived %v, base %v", n, w, s)
+		}
+	}
+}
+
+func manifestEntries(t *testing.T) map[string][]int64 {
+	b, err := os.ReadFile("../../goldens/mllama-tiny-dev/ref-manifests.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Manifests map[string]map[string]struct {
+			Shape []int64 `json:"shape"`
+		} `json:"manifests"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]int64{}
+	for n, e := range m.Manifests["base"] {
+		out[n] = e.Shape
+	}
+	return out
 }

@@ -1,0 +1,296 @@
+package verify
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/ckptgate/ckptgate/internal/dtype"
+	"github.com/ckptgate/ckptgate/internal/mllama"
+)
+
+// ConfigChecks is the config.* family.
+var ConfigChecks = []*Check{ConfigParse, ConfigShapes, ConfigCrossLayers, ConfigEmbeddings, ConfigVision, ConfigImage, ConfigImageToken, ConfigDType}
+
+func needConfig(p *Pass) bool {
+	if p.Config == nil {
+		p.Skipf("config.json", "config.json unreadable: %v", p.ConfigErr)
+		return false
+	}
+	return true
+}
+
+// ConfigParse checks that config.json is a Mllama config.
+var ConfigParse = &Check{
+	ID: "config.parse",
+	Doc: `config.json parses as a Mllama config (model_type mllama, text_config and vision_config).
+Also reports which transformers form it is in: dtype vs torch_dtype, rope_parameters vs rope_scaling.`,
+	Run: func(p *Pass) error {
+		if p.Config == nil {
+			p.Failf("config.json", "%v", p.ConfigErr)
+			return nil
+		}
+		c := p.Config
+		p.Passf("config.json", "Mllama config written by transformers %s (dtype field %q, rope in %q)", c.TransformersVersion, c.DTypeKey, c.Text.RopeForm)
+		return nil
+	},
+}
+
+// ConfigShapes compares the tensors with the shapes the config implies.
+var ConfigShapes = &Check{
+	ID: "config.shapes",
+	Doc: `The tensors are exactly those a MllamaForConditionalGeneration built from config.json saves, with the
+shapes its sizes imply (layers, heads, KV heads, FFN, vocabulary + 8 embedding rows, cross-attention layers,
+vision layers, tiles, aspect ratios, projector). Fails per missing, extra or mis-shaped tensor.`,
+	Run: func(p *Pass) error {
+		if !needConfig(p) || !needScan(p) {
+			return nil
+		}
+		want, err := mllama.ExpectedShapes(p.Config)
+		if err != nil {
+			p.Failf("config.json", "%v", err)
+			return nil
+		}
+		var problems []string
+		for leg, shape := range want {
+			t := p.Scan.Get(leg)
+			switch {
+			case t == nil:
+				problems = append(problems, "missing "+leg)
+			case !equalShape(t.Shape, shape):
+				problems = append(problems, fmt.Sprintf("%s is %v, config implies %v", t.Name, t.Shape, shape))
+			}
+		}
+		for _, t := range p.Scan.Tensors {
+			if _, ok := want[t.Legacy]; !ok {
+				problems = append(problems, "unexpected "+t.Name)
+			}
+		}
+		sort.Strings(problems)
+		if len(problems) > 0 {
+			p.Failf("config.json", "%d tensor(s) disagree with the config: %s", len(problems), strings.Join(limitList(problems, 15), "; "))
+		} else {
+			p.Passf("config.json", "all %d tensors have the shapes the config implies", len(want))
+		}
+		return nil
+	},
+}
+
+var layerRe = regexp.MustCompile(`^language_model\.model\.layers\.(\d+)\.cross_attn\.`)
+
+// ConfigCrossLayers checks cross_attention_layers against the tensors.
+var ConfigCrossLayers = &Check{
+	ID:  "config.cross_attention_layers",
+	Doc: "text_config.cross_attention_layers lists exactly the decoder layers that have cross_attn tensors.",
+	Run: func(p *Pass) error {
+		if !needConfig(p) || !needScan(p) {
+			return nil
+		}
+		have := map[int]bool{}
+		for _, t := range p.Scan.Tensors {
+			if m := layerRe.FindStringSubmatch(t.Legacy); m != nil {
+				n, _ := strconv.Atoi(m[1])
+				have[n] = true
+			}
+		}
+		var got []int
+		for n := range have {
+			got = append(got, n)
+		}
+		sort.Ints(got)
+		cfg := append([]int(nil), p.Config.Text.CrossAttentionLayers...)
+		sort.Ints(cfg)
+		if fmt.Sprint(got) != fmt.Sprint(cfg) {
+			p.Failf("text_config.cross_attention_layers", "config says %v, the tensors have cross-attention in layers %v", p.Config.Text.CrossAttentionLayers, got)
+		} else {
+			p.Passf("text_config.cross_attention_layers", "%v match the tensors", cfg)
+		}
+		return nil
+	},
+}
+
+// ConfigEmbeddings checks vocabulary sizes.
+var ConfigEmbeddings = &Check{
+	ID:  "config.embeddings",
+	Doc: "embed_tokens has vocab_size + 8 rows (Mllama's extra image and padding rows) and lm_head has vocab_size rows.",
+	Run: func(p *Pass) error {
+		if !needConfig(p) || !needScan(p) {
+			return nil
+		}
+		v := int64(p.Config.Text.VocabSize)
+		for _, c := range []struct {
+			leg  string
+			rows int64
+		}{{"language_model.model.embed_tokens.weight", v + 8}, {"language_model.lm_head.weight", v}} {
+			t := p.Scan.Get(c.leg)
+			switch {
+			case t == nil:
+				p.Failf(c.leg, "missing")
+			case len(t.Shape) != 2 || t.Shape[0] != c.rows:
+				p.Failf(t.Name, "shape %v, want %d rows for vocab_size %d", t.Shape, c.rows, v)
+			default:
+				p.Passf(t.Name, "%d rows for vocab_size %d", c.rows, v)
+			}
+		}
+		return nil
+	},
+}
+
+// ConfigVision checks the vision output width.
+var ConfigVision = &Check{
+	ID: "config.vision",
+	Doc: `vision_output_dim = vision hidden_size × (len(intermediate_layers_indices) + 1), and the projector maps
+it to the text hidden size.`,
+	Run: func(p *Pass) error {
+		if !needConfig(p) {
+			return nil
+		}
+		v := p.Config.Vision
+		want := v.HiddenSize * (len(v.IntermediateLayersIndices) + 1)
+		if v.VisionOutputDim != want {
+			p.Failf("vision_config.vision_output_dim", "%d, but hidden_size %d × (%d intermediate layers + 1) = %d", v.VisionOutputDim, v.HiddenSize, len(v.IntermediateLayersIndices), want)
+		} else {
+			p.Passf("vision_config.vision_output_dim", "%d = %d × (%d + 1)", want, v.HiddenSize, len(v.IntermediateLayersIndices))
+		}
+		for _, idx := range v.IntermediateLayersIndices {
+			if idx < 0 || idx >= v.NumHiddenLayers {
+				p.Failf("vision_config.intermediate_layers_indices", "index %d outside the %d local layers", idx, v.NumHiddenLayers)
+			}
+		}
+		if p.Scan != nil {
+			if t := p.Scan.Get("multi_modal_projector.weight"); t != nil {
+				if len(t.Shape) != 2 || t.Shape[0] != int64(p.Config.Text.HiddenSize) || t.Shape[1] != int64(v.VisionOutputDim) {
+					p.Failf(t.Name, "shape %v, want [%d %d]", t.Shape, p.Config.Text.HiddenSize, v.VisionOutputDim)
+				}
+			}
+		}
+		return nil
+	},
+}
+
+// imageProcessorConfig reads the image processor settings in either form.
+func imageProcessorConfig(dir string) (map[string]any, string, error) {
+	if m, err := readJSON(filepath.Join(dir, "preprocessor_config.json")); err == nil {
+		return m, "preprocessor_config.json", nil
+	}
+	m, err := readJSON(filepath.Join(dir, "processor_config.json"))
+	if err != nil {
+		return nil, "", fmt.Errorf("no readable preprocessor_config.json or processor_config.json")
+	}
+	ip, ok := m["image_processor"].(map[string]any)
+	if !ok {
+		return nil, "", fmt.Errorf("processor_config.json has no image_processor")
+	}
+	return ip, "processor_config.json", nil
+}
+
+// ConfigImage checks tile geometry against the image processor.
+var ConfigImage = &Check{
+	ID: "config.image",
+	Doc: `vision_config.image_size equals the image processor's tile size (size.height = size.width) and
+vision_config.max_num_tiles its max_image_tiles; a processor that tiles differently than the vision
+tower expects produces garbage image features.`,
+	Run: func(p *Pass) error {
+		if !needConfig(p) {
+			return nil
+		}
+		ip, file, err := imageProcessorConfig(p.Model)
+		if err != nil {
+			p.Skipf("image processor", "%v (see files.required)", err)
+			return nil
+		}
+		size, _ := ip["size"].(map[string]any)
+		h, _ := size["height"].(float64)
+		w, _ := size["width"].(float64)
+		tiles, _ := ip["max_image_tiles"].(float64)
+		v := p.Config.Vision
+		if int(h) != v.ImageSize || int(w) != v.ImageSize {
+			p.Failf(file, "tile size %vx%v, vision_config.image_size is %d", h, w, v.ImageSize)
+		} else {
+			p.Passf(file, "tile size %d matches vision_config.image_size", v.ImageSize)
+		}
+		if int(tiles) != v.MaxNumTiles {
+			p.Failf(file, "max_image_tiles %v, vision_config.max_num_tiles is %d", tiles, v.MaxNumTiles)
+		} else {
+			p.Passf(file, "max_image_tiles %d matches vision_config.max_num_tiles", v.MaxNumTiles)
+		}
+		return nil
+	},
+}
+
+// ConfigImageToken checks image_token_index against the tokenizer.
+var ConfigImageToken = &Check{
+	ID:  "config.image_token",
+	Doc: "config.json image_token_index is the id of <|image|> in tokenizer.json's added tokens.",
+	Run: func(p *Pass) error {
+		if !needConfig(p) {
+			return nil
+		}
+		b, err := os.ReadFile(filepath.Join(p.Model, "tokenizer.json"))
+		if err != nil {
+			p.Skipf("tokenizer.json", "%v", err)
+			return nil
+		}
+		var tj struct {
+			AddedTokens []struct {
+				ID      int    `json:"id"`
+				Content string `json:"content"`
+			} `json:"added_tokens"`
+		}
+		if err := json.Unmarshal(b, &tj); err != nil {
+			p.Failf("tokenizer.json", "%v", err)
+			return nil
+		}
+		for _, t := range tj.AddedTokens {
+			if t.Content == "<|image|>" {
+				if t.ID == p.Config.ImageTokenIndex {
+					p.Passf("image_token_index", "<|image|> is %d in both", t.ID)
+				} else {
+					p.Failf("image_token_index", "config says %d, tokenizer.json has <|image|> = %d", p.Config.ImageTokenIndex, t.ID)
+				}
+				return nil
+			}
+		}
+		p.Failf("image_token_index", "tokenizer.json has no <|image|> added token")
+		return nil
+	},
+}
+
+// ConfigDType checks the dtype field against the tensors.
+var ConfigDType = &Check{
+	ID: "config.dtype",
+	Doc: `config.json's dtype field (dtype in transformers ≥ 4.56, torch_dtype before) names the tensors' dtype.
+A wrong field makes from_pretrained(dtype="auto") load the wrong precision. The rest of config.json is
+compared with the base by files.side_equal.`,
+	Run: func(p *Pass) error {
+		if !needConfig(p) || !needScan(p) {
+			return nil
+		}
+		var d dtype.DType
+		for _, t := range p.Scan.Tensors {
+			if d == dtype.Invalid {
+				d = t.DType
+			} else if d != t.DType {
+				p.Skipf("config.json", "tensors have mixed dtypes")
+				return nil
+			}
+		}
+		switch {
+		case p.Config.DTypeKey == "":
+			p.Warnf("config.json", "no dtype field; transformers will load %s weights as float32 unless told", d.TorchName())
+		case p.Config.DType != d:
+			p.Failf("config.json", "%s is %q, the tensors are %s", p.Config.DTypeKey, p.Config.DType.TorchName(), d.TorchName())
+		default:
+			p.Passf("config.json", "%s %q matches the tensors", p.Config.DTypeKey, d.TorchName())
+		}
+		if p.BaseConfig != nil && p.BaseConfig.DTypeKey != "" && p.BaseConfig.DTypeKey != p.Config.DTypeKey {
+			p.Warnf("config.json", "field is %q, the base uses %q", p.Config.DTypeKey, p.BaseConfig.DTypeKey)
+		}
+		return nil
+	},
+}
