@@ -4,7 +4,7 @@ package verify
 // config, then the families that need more than the weights.
 func All() []*Check {
 	var all []*Check
-	for _, fam := range [][]*Check{FileChecks, FormatChecks, TensorChecks, ConfigChecks} {
+	for _, fam := range [][]*Check{FileChecks, FormatChecks, TensorChecks, ConfigChecks, PreprocessChecks} {
 		all = append(all, fam...)
 	}
 	return all

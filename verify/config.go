@@ -12,6 +12,7 @@ import (
 
 	"github.com/ckptgate/ckptgate/internal/dtype"
 	"github.com/ckptgate/ckptgate/internal/mllama"
+	"github.com/ckptgate/ckptgate/internal/vision"
 )
 
 // ConfigChecks is the config.* family.
@@ -173,49 +174,31 @@ it to the text hidden size.`,
 	},
 }
 
-// imageProcessorConfig reads the image processor settings in either form.
-func imageProcessorConfig(dir string) (map[string]any, string, error) {
-	if m, err := readJSON(filepath.Join(dir, "preprocessor_config.json")); err == nil {
-		return m, "preprocessor_config.json", nil
-	}
-	m, err := readJSON(filepath.Join(dir, "processor_config.json"))
-	if err != nil {
-		return nil, "", fmt.Errorf("no readable preprocessor_config.json or processor_config.json")
-	}
-	ip, ok := m["image_processor"].(map[string]any)
-	if !ok {
-		return nil, "", fmt.Errorf("processor_config.json has no image_processor")
-	}
-	return ip, "processor_config.json", nil
-}
-
 // ConfigImage checks tile geometry against the image processor.
 var ConfigImage = &Check{
 	ID: "config.image",
 	Doc: `vision_config.image_size equals the image processor's tile size (size.height = size.width) and
 vision_config.max_num_tiles its max_image_tiles; a processor that tiles differently than the vision
-tower expects produces garbage image features.`,
+tower expects produces garbage image features. The processor config is the one transformers 5.x uses
+(processor_config.json's image_processor first, then preprocessor_config.json).`,
 	Run: func(p *Pass) error {
 		if !needConfig(p) {
 			return nil
 		}
-		ip, file, err := imageProcessorConfig(p.Model)
+		ip, err := vision.LoadConfig(p.Model)
 		if err != nil {
-			p.Skipf("image processor", "%v (see files.required)", err)
+			p.Skipf("image processor", "%v (see files.required and preprocess.config)", err)
 			return nil
 		}
-		size, _ := ip["size"].(map[string]any)
-		h, _ := size["height"].(float64)
-		w, _ := size["width"].(float64)
-		tiles, _ := ip["max_image_tiles"].(float64)
+		file := filepath.Base(ip.Path)
 		v := p.Config.Vision
-		if int(h) != v.ImageSize || int(w) != v.ImageSize {
-			p.Failf(file, "tile size %vx%v, vision_config.image_size is %d", h, w, v.ImageSize)
+		if ip.Size.Height != v.ImageSize || ip.Size.Width != v.ImageSize {
+			p.Failf(file, "tile size %dx%d, vision_config.image_size is %d", ip.Size.Height, ip.Size.Width, v.ImageSize)
 		} else {
 			p.Passf(file, "tile size %d matches vision_config.image_size", v.ImageSize)
 		}
-		if int(tiles) != v.MaxNumTiles {
-			p.Failf(file, "max_image_tiles %v, vision_config.max_num_tiles is %d", tiles, v.MaxNumTiles)
+		if ip.MaxImageTiles != v.MaxNumTiles {
+			p.Failf(file, "max_image_tiles %d, vision_config.max_num_tiles is %d", ip.MaxImageTiles, v.MaxNumTiles)
 		} else {
 			p.Passf(file, "max_image_tiles %d matches vision_config.max_num_tiles", v.MaxNumTiles)
 		}

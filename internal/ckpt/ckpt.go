@@ -12,6 +12,7 @@ import (
 	"io"
 	"math"
 	"math/bits"
+	"sort"
 
 	"github.com/ckptgate/ckptgate/internal/dtype"
 )
@@ -150,14 +151,28 @@ func ValidateCoverage(t *Tensor) error {
 		sum += v
 		live = append(live, i)
 	}
-	for a := 0; a < len(live); a++ {
-		for b := a + 1; b < len(live); b++ {
-			ca, cb := &t.Chunks[live[a]], &t.Chunks[live[b]]
-			if boxesOverlap(ca, cb) {
-				return fmt.Errorf("%w: tensor %q: chunks at offsets %v (%s) and %v (%s) overlap",
-					ErrCorrupt, t.Name, ca.Offsets, ca.Where, cb.Offsets, cb.Where)
+	// Sweep along dim 0: only chunks whose dim-0 ranges intersect can
+	// overlap, which keeps hostile metadata with many chunks from costing
+	// a quadratic number of comparisons in the usual dim-0 sharding.
+	if len(t.Shape) > 0 {
+		sort.Slice(live, func(a, b int) bool { return t.Chunks[live[a]].Offsets[0] < t.Chunks[live[b]].Offsets[0] })
+	}
+	var active []int
+	for _, i := range live {
+		c := &t.Chunks[i]
+		kept := active[:0]
+		for _, j := range active {
+			o := &t.Chunks[j]
+			if len(t.Shape) > 0 && o.Offsets[0]+o.Sizes[0] <= c.Offsets[0] {
+				continue
 			}
+			if boxesOverlap(o, c) {
+				return fmt.Errorf("%w: tensor %q: chunks at offsets %v (%s) and %v (%s) overlap",
+					ErrCorrupt, t.Name, o.Offsets, o.Where, c.Offsets, c.Where)
+			}
+			kept = append(kept, j)
 		}
+		active = append(kept, i)
 	}
 	if sum != total {
 		return fmt.Errorf("%w: tensor %q: chunks cover %d of its %d elements (shape %v)", ErrCorrupt, t.Name, sum, total, t.Shape)

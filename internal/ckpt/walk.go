@@ -153,6 +153,11 @@ func checkView(t *Tensor, c *Chunk, v *View) error {
 	// Last element's position, with overflow checks, must be inside the storage.
 	last := v.Offset
 	for d := range v.Size {
+		if v.Stride[d] == 0 && v.Size[d] > 1 {
+			// An expanded (broadcast) view: a tiny storage could stand for
+			// an arbitrarily large tensor. Weights are never saved so.
+			return fmt.Errorf("%w: tensor %q: %s: expanded view (stride 0 over %d elements in dim %d)", ErrCorrupt, t.Name, v.Where, v.Size[d], d)
+		}
 		if v.Stride[d] < 0 {
 			return fmt.Errorf("%w: tensor %q: %s: negative stride %v", ErrCorrupt, t.Name, v.Where, v.Stride)
 		}
