@@ -45,5 +45,9 @@ lint:
 	$(GO) vet -tags ollama ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
+## checks-doc: regenerate docs/checks.md from the checks' Docs
+checks-doc:
+	$(GO) run ./internal/docgen/cmd
+
 clean:
 	rm -rf bin out

@@ -8,8 +8,10 @@ type TensorDrift struct {
 	Name string `json:"name"`
 	// Layer is the decoder or vision layer index the tensor belongs to, -1
 	// for tensors outside the layer stacks.
-	Layer        int     `json:"layer"`
-	Group        string  `json:"group"` // "text", "vision", "projector"
+	Layer int    `json:"layer"`
+	Group string `json:"group"` // "text", "vision", "vision-global", "projector"
+	// RelL2 and NormRatio are -1 where undefined (an all-zero base tensor):
+	// JSON cannot carry Inf.
 	RelL2        float64 `json:"rel_l2"`
 	MaxAbs       float64 `json:"max_abs"`
 	ChangedFrac  float64 `json:"changed_frac"`

@@ -105,6 +105,16 @@ func (r *Report) Sorted() []Check {
 // WriteJSON writes the report as indented JSON.
 func (r *Report) WriteJSON(w io.Writer) error {
 	r.Verdict = r.computeVerdict()
+	// The schema wants objects and arrays, never null.
+	if r.Checks == nil {
+		r.Checks = []Check{}
+	}
+	if r.Inputs == nil {
+		r.Inputs = map[string]string{}
+	}
+	if r.Timings == nil {
+		r.Timings = map[string]float64{}
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)

@@ -1,10 +1,12 @@
 package verify
 
 // All returns every check, in report order: files, weights format, tensors,
-// config, then the families that need more than the weights.
+// config, then the families that need more than the weights. The config
+// invariant "image_token_index is the tokenizer's <|image|>" is
+// template.image_token.
 func All() []*Check {
 	var all []*Check
-	for _, fam := range [][]*Check{FileChecks, FormatChecks, TensorChecks, ConfigChecks, PreprocessChecks} {
+	for _, fam := range [][]*Check{FileChecks, FormatChecks, TensorChecks, ConfigChecks, TemplateChecks, TokenizerChecks, PreprocessChecks} {
 		all = append(all, fam...)
 	}
 	return all

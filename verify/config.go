@@ -1,9 +1,7 @@
 package verify
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -16,7 +14,7 @@ import (
 )
 
 // ConfigChecks is the config.* family.
-var ConfigChecks = []*Check{ConfigParse, ConfigShapes, ConfigCrossLayers, ConfigEmbeddings, ConfigVision, ConfigImage, ConfigImageToken, ConfigDType}
+var ConfigChecks = []*Check{ConfigParse, ConfigShapes, ConfigCrossLayers, ConfigEmbeddings, ConfigVision, ConfigImage, ConfigDType}
 
 func needConfig(p *Pass) bool {
 	if p.Config == nil {
@@ -45,9 +43,10 @@ Also reports which transformers form it is in: dtype vs torch_dtype, rope_parame
 // ConfigShapes compares the tensors with the shapes the config implies.
 var ConfigShapes = &Check{
 	ID: "config.shapes",
-	Doc: `The tensors are exactly those a MllamaForConditionalGeneration built from config.json saves, with the
-shapes its sizes imply (layers, heads, KV heads, FFN, vocabulary + 8 embedding rows, cross-attention layers,
-vision layers, tiles, aspect ratios, projector). Fails per missing, extra or mis-shaped tensor.`,
+	Doc: `The tensors are exactly those config.json implies, with the shapes its sizes imply.
+The table is what MllamaForConditionalGeneration built from the config saves: layers, heads, KV heads, FFN,
+vocabulary + 8 embedding rows, cross-attention layers, vision layers, tiles, aspect ratios, projector. Fails
+per missing, extra or mis-shaped tensor.`,
 	Run: func(p *Pass) error {
 		if !needConfig(p) || !needScan(p) {
 			return nil
@@ -145,8 +144,9 @@ var ConfigEmbeddings = &Check{
 // ConfigVision checks the vision output width.
 var ConfigVision = &Check{
 	ID: "config.vision",
-	Doc: `vision_output_dim = vision hidden_size × (len(intermediate_layers_indices) + 1), and the projector maps
-it to the text hidden size.`,
+	Doc: `The vision output width matches the vision tower and the projector.
+vision_output_dim = vision hidden_size × (len(intermediate_layers_indices) + 1), every intermediate layer
+index is a local layer, and the projector maps vision_output_dim to the text hidden size.`,
 	Run: func(p *Pass) error {
 		if !needConfig(p) {
 			return nil
@@ -177,10 +177,11 @@ it to the text hidden size.`,
 // ConfigImage checks tile geometry against the image processor.
 var ConfigImage = &Check{
 	ID: "config.image",
-	Doc: `vision_config.image_size equals the image processor's tile size (size.height = size.width) and
-vision_config.max_num_tiles its max_image_tiles; a processor that tiles differently than the vision
-tower expects produces garbage image features. The processor config is the one transformers 5.x uses
-(processor_config.json's image_processor first, then preprocessor_config.json).`,
+	Doc: `The image processor tiles images the way the vision tower expects.
+vision_config.image_size equals the processor's tile size (size.height = size.width) and
+vision_config.max_num_tiles its max_image_tiles; otherwise image features are garbage. The processor config
+is the one transformers 5.x uses (processor_config.json's image_processor first, then
+preprocessor_config.json).`,
 	Run: func(p *Pass) error {
 		if !needConfig(p) {
 			return nil
@@ -202,44 +203,6 @@ tower expects produces garbage image features. The processor config is the one t
 		} else {
 			p.Passf(file, "max_image_tiles %d matches vision_config.max_num_tiles", v.MaxNumTiles)
 		}
-		return nil
-	},
-}
-
-// ConfigImageToken checks image_token_index against the tokenizer.
-var ConfigImageToken = &Check{
-	ID:  "config.image_token",
-	Doc: "config.json image_token_index is the id of <|image|> in tokenizer.json's added tokens.",
-	Run: func(p *Pass) error {
-		if !needConfig(p) {
-			return nil
-		}
-		b, err := os.ReadFile(filepath.Join(p.Model, "tokenizer.json"))
-		if err != nil {
-			p.Skipf("tokenizer.json", "%v", err)
-			return nil
-		}
-		var tj struct {
-			AddedTokens []struct {
-				ID      int    `json:"id"`
-				Content string `json:"content"`
-			} `json:"added_tokens"`
-		}
-		if err := json.Unmarshal(b, &tj); err != nil {
-			p.Failf("tokenizer.json", "%v", err)
-			return nil
-		}
-		for _, t := range tj.AddedTokens {
-			if t.Content == "<|image|>" {
-				if t.ID == p.Config.ImageTokenIndex {
-					p.Passf("image_token_index", "<|image|> is %d in both", t.ID)
-				} else {
-					p.Failf("image_token_index", "config says %d, tokenizer.json has <|image|> = %d", p.Config.ImageTokenIndex, t.ID)
-				}
-				return nil
-			}
-		}
-		p.Failf("image_token_index", "tokenizer.json has no <|image|> added token")
 		return nil
 	},
 }

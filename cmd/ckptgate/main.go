@@ -8,6 +8,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
@@ -77,21 +78,25 @@ var commands []func() *cobra.Command
 func register(f func() *cobra.Command) { commands = append(commands, f) }
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) (code int) {
+// run executes one command line and returns its exit code; a panic
+// anywhere is an internal error (3), never a crash.
+func run(args []string, stdout, stderr io.Writer) (code int) {
 	defer func() {
 		if r := recover(); r != nil {
-			fmt.Fprintf(os.Stderr, "ckptgate: internal error: %v\n%s", r, debug.Stack())
+			fmt.Fprintf(stderr, "ckptgate: internal error: %v\n%s", r, debug.Stack())
 			code = exit.Internal
 		}
 	}()
 	root := newRoot()
 	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.Execute()
 	if err != nil && !errors.Is(err, exit.ErrCheckFailed) {
-		fmt.Fprintf(os.Stderr, "ckptgate: %v\n", err)
+		fmt.Fprintf(stderr, "ckptgate: %v\n", err)
 	}
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command") {
 		return exit.BadInput
