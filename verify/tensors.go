@@ -125,14 +125,23 @@ non-floating weights, fail.`,
 		}
 		switch {
 		case len(count) > 1 && len(baseCount) <= 1:
-			p.Failf("", "mixed dtypes %v, the base is uniformly %v", count, keys(baseCount))
+			p.Failf("", "mixed dtypes (%s), the base is uniformly %s", countList(count), strings.Join(keys(baseCount), ""))
 		case len(count) == 1 && len(baseCount) == 1 && keys(count)[0] != keys(baseCount)[0]:
 			p.Warnf("", "all tensors are %s, the base's are %s", keys(count)[0], keys(baseCount)[0])
 		default:
-			p.Passf("", "dtypes %v, as the base", count)
+			p.Passf("", "%s, as the base", countList(count))
 		}
 		return nil
 	},
+}
+
+// countList renders {"BF16": 100} as "100 BF16".
+func countList(m map[string]int) string {
+	var parts []string
+	for _, k := range keys(m) {
+		parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func keys(m map[string]int) []string {

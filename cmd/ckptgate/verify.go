@@ -20,14 +20,18 @@ type verifyFlags struct {
 	jobs                                            int
 }
 
-func (f *verifyFlags) add(cmd *cobra.Command) {
+// add registers the flags; withJobs is false where the command has a
+// --jobs of its own (gate shares convert's).
+func (f *verifyFlags) add(cmd *cobra.Command, withJobs bool) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.policy, "policy", "full-finetune", "policy preset (full-finetune, freeze-llm) or YAML file")
 	fl.StringVar(&f.manifest, "manifest", "", "checksum manifest to compare with (a ckptgate manifest, or ref-manifests.json#key)")
 	fl.StringVar(&f.manifestOut, "manifest-out", "", "write the model's checksum manifest here")
 	fl.StringVar(&f.golden, "golden", "", "golden directory to compare with (recorded goldens or the dev fixtures)")
 	fl.StringVar(&f.reportDir, "report-dir", "", "write report.json (and the other renderings) into this directory")
-	fl.IntVar(&f.jobs, "jobs", 0, "parallel workers (default: all cores)")
+	if withJobs {
+		fl.IntVar(&f.jobs, "jobs", 0, "parallel workers (default: all cores)")
+	}
 }
 
 func (f *verifyFlags) inputs(model, base, source string) (*verify.Inputs, error) {
@@ -75,8 +79,7 @@ The checks are listed in docs/checks.md.`,
 			if r == nil {
 				return runErr
 			}
-			r.Toolchain.Ckptgate = ckptgateVersion()
-			r.Toolchain.Go = goVersion()
+			stampToolchain(r)
 			if err := emitReport(cmd.OutOrStdout(), r, f.reportDir, asJSON); err != nil {
 				return err
 			}
@@ -94,7 +97,7 @@ The checks are listed in docs/checks.md.`,
 	fl.StringVar(&base, "base", "", "base model directory")
 	fl.StringVar(&source, "source", "", "source checkpoint (DCP directory or .pt) the model was converted from")
 	fl.BoolVar(&asJSON, "json", false, "print report.json to stdout instead of a summary")
-	f.add(cmd)
+	f.add(cmd, true)
 	return cmd
 }
 
