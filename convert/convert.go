@@ -33,6 +33,24 @@ type Options struct {
 	Progress func(done, total int64)
 	// SkipPreflight disables the free-space check (tests).
 	SkipPreflight bool
+	// Stage, when set, is called as Write passes each of the Stages, with
+	// the run's context; crash-safety tests use it to kill or interrupt a
+	// conversion at a known point.
+	Stage func(ctx context.Context, stage string)
+}
+
+// Stages are the points Write passes, in order: the temporary directory
+// exists; side files are written; shard files are created and allocated;
+// all tensor data is written; everything is synced (next: the rename).
+var Stages = []string{"tmpdir", "side-files", "allocated", "copied", "synced"}
+
+// stage reports a stage and returns the context's error, so that an
+// interrupt between stages stops the run there.
+func (o *Options) stage(ctx context.Context, name string) error {
+	if o.Stage != nil {
+		o.Stage(ctx, name)
+	}
+	return ctx.Err()
 }
 
 // Result describes a finished conversion.

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/ckptgate/ckptgate/internal/dcp/dcptest"
 	"github.com/ckptgate/ckptgate/internal/dtype"
 	"github.com/ckptgate/ckptgate/internal/mllama"
 	"github.com/ckptgate/ckptgate/internal/safetensors"
@@ -303,5 +304,47 @@ func TestOutputRules(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 1 {
 		t.Errorf("leftovers beside the output: %v", ents)
+	}
+}
+
+// Valid variants of the fsdp1 run that torch 2.11 can also write — zstd
+// compressed items (FileSystemWriter(_extensions=[ZStandard()])) and
+// rank-local metadata (dcp.save(use_collectives=False)) — convert to exactly
+// the reference, and compressed items count in the memory estimate.
+func TestConvertDCPVariants(t *testing.T) {
+	ref := loadManifests(t)["fsdp1-bf16"]
+	for name, apply := range map[string]func(string) error{
+		"zstd":       dcptest.CompressItems,
+		"rank-local": dcptest.SplitRankLocal,
+	} {
+		t.Run(name, func(t *testing.T) {
+			src := dcptest.CopyRun(t, filepath.Join(fx, runs["fsdp1"]))
+			if err := apply(src); err != nil {
+				t.Fatal(err)
+			}
+			c, err := OpenSource(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			p, err := NewPlan(c, filepath.Join(fx, "base"), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := p.memoryNeed(Options{Jobs: 2, BufSize: 1 << 20})
+			if name == "zstd" && base < 2*3*(1<<20)+64<<20+2*(2052096/4) {
+				t.Errorf("memory estimate %d ignores decoded items", base)
+			}
+			out := filepath.Join(t.TempDir(), "out")
+			if _, err := p.Write(context.Background(), out, Options{SkipPreflight: true}); err != nil {
+				t.Fatal(err)
+			}
+			got := manifestOf(t, out)
+			for n, w := range ref {
+				if !reflect.DeepEqual(got[n], w) {
+					t.Errorf("%s differs from the reference", n)
+				}
+			}
+		})
 	}
 }

@@ -121,3 +121,19 @@ func TestSetConfigDType(t *testing.T) {
 		t.Error("config without dtype changed")
 	}
 }
+
+func TestPreflight(t *testing.T) {
+	err := preflight(t.TempDir(), 1<<62)
+	if err == nil || !strings.Contains(err.Error(), "not enough disk space") {
+		t.Errorf("preflight: %v", err)
+	}
+	if err := preflight(t.TempDir(), 1); err != nil {
+		t.Errorf("preflight of 1 byte: %v", err)
+	}
+	if err := checkMemory(2<<30, 1<<30); err == nil || !strings.Contains(err.Error(), "lower --jobs") {
+		t.Errorf("checkMemory: %v", err)
+	}
+	if availableMemory() <= 0 {
+		t.Error("MemAvailable unreadable")
+	}
+}

@@ -102,6 +102,61 @@ func removeStaleTemps(out string) []string {
 	return notes
 }
 
+// memoryNeed estimates the conversion's peak memory: each worker's read and
+// cast buffers, plus, for compressed items, the largest decoded chunks the
+// workers may hold at once.
+func (p *Plan) memoryNeed(opts Options) int64 {
+	jobs := int64(opts.Jobs)
+	if jobs <= 0 {
+		jobs = int64(runtime.GOMAXPROCS(0))
+	}
+	buf := int64(opts.BufSize)
+	if buf <= 0 {
+		buf = ckpt.DefaultBufSize
+	}
+	var resident []int64
+	for _, t := range p.Tensors {
+		for _, c := range t.Src.Chunks {
+			if c.Resident > 0 {
+				resident = append(resident, c.Resident)
+			}
+		}
+	}
+	sort.Slice(resident, func(i, j int) bool { return resident[i] > resident[j] })
+	need := jobs * 3 * buf // read buffer + a cast buffer up to twice its size
+	for i := 0; i < len(resident) && int64(i) < jobs; i++ {
+		need += resident[i]
+	}
+	return need + 64<<20 // the runtime, metadata and headers
+}
+
+// availableMemory reads MemAvailable from /proc/meminfo (0 when unknown).
+func availableMemory() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// checkMemory refuses a run whose estimated peak memory exceeds what is
+// available.
+func checkMemory(need, avail int64) error {
+	if avail > 0 && need > avail {
+		return exit.BadInputError(fmt.Errorf("not enough memory: the conversion needs about %s (compressed items are decoded whole), %s is available; lower --jobs",
+			humanBytes(need), humanBytes(avail)))
+	}
+	return nil
+}
+
 // preflight checks that the output's filesystem has room for the result.
 func preflight(dir string, need int64) error {
 	var st unix.Statfs_t
@@ -150,6 +205,9 @@ func (p *Plan) Write(ctx context.Context, out string, opts Options) (res *Result
 		if err := preflight(parent, p.TotalBytes+sideFilesSize(p.Base, p.SideFiles)); err != nil {
 			return nil, err
 		}
+		if err := checkMemory(p.memoryNeed(opts), availableMemory()); err != nil {
+			return nil, err
+		}
 	}
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(out)+tmpMarker+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
@@ -160,6 +218,9 @@ func (p *Plan) Write(ctx context.Context, out string, opts Options) (res *Result
 			os.RemoveAll(tmp)
 		}
 	}()
+	if err := opts.stage(ctx, "tmpdir"); err != nil {
+		return nil, err
+	}
 	outType := p.OutDType()
 	res.DType = "mixed"
 	if outType != dtype.Invalid {
@@ -171,6 +232,9 @@ func (p *Plan) Write(ctx context.Context, out string, opts Options) (res *Result
 	}
 	res.Notes = append(res.Notes, notes...)
 
+	if err := opts.stage(ctx, "side-files"); err != nil {
+		return nil, err
+	}
 	files, items, err := p.createShards(tmp)
 	defer func() {
 		for _, f := range files {
@@ -180,7 +244,13 @@ func (p *Plan) Write(ctx context.Context, out string, opts Options) (res *Result
 	if err != nil {
 		return nil, err
 	}
+	if err := opts.stage(ctx, "allocated"); err != nil {
+		return nil, err
+	}
 	if err := p.copyAll(ctx, items, opts); err != nil {
+		return nil, err
+	}
+	if err := opts.stage(ctx, "copied"); err != nil {
 		return nil, err
 	}
 	for i, f := range files {
@@ -211,6 +281,9 @@ func (p *Plan) Write(ctx context.Context, out string, opts Options) (res *Result
 		res.Files = append(res.Files, safetensors.IndexName)
 	}
 	if err := syncDir(tmp); err != nil {
+		return nil, err
+	}
+	if err := opts.stage(ctx, "synced"); err != nil {
 		return nil, err
 	}
 	if err := publish(tmp, out); err != nil {

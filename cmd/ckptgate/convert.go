@@ -41,6 +41,10 @@ func (f *convertFlags) add(cmd *cobra.Command) {
 	fl.BoolVar(&f.quiet, "quiet", false, "no progress bar")
 }
 
+// stageHook is passed to conversions as Options.Stage; only the
+// crash-safety tests set it.
+var stageHook func(ctx context.Context, stage string)
+
 // options validates the flags and resolves the base.
 func (f *convertFlags) options() (convert.Options, error) {
 	var o convert.Options
@@ -64,6 +68,7 @@ func (f *convertFlags) options() (convert.Options, error) {
 	}
 	o.Jobs = f.jobs
 	o.Force = f.force
+	o.Stage = stageHook
 	if f.base == "" {
 		b, err := convert.BaseFromTrainParams(f.source)
 		if err != nil {

@@ -47,6 +47,9 @@ type Chunk struct {
 	Open func() (*View, error)
 	// Where names the chunk's source in errors.
 	Where string
+	// Resident is how many bytes Open holds in memory while the chunk is
+	// read (a compressed item is decoded whole); 0 for byte-range reads.
+	Resident int64
 }
 
 // Volume is the number of elements in the box.

@@ -156,6 +156,10 @@ func (r *reader) build(distcp []string) (*ckpt.Checkpoint, error) {
 				}
 				needed[it.RelativePath] = append(needed[it.RelativePath], it)
 				ch.Where = fmt.Sprintf("%s item at %d+%d (%s chunk at %v)", filepath.Join(r.dir, it.RelativePath), it.Offset, it.Length, k.key, cm.Offsets)
+				if len(it.Transforms) > 0 {
+					// Decoded whole by Open (see opener).
+					ch.Resident = ch.Volume()*int64(k.meta.DType.Size()) + zipSlack
+				}
 			}
 			if ok {
 				ch.Open = r.opener(k, cm, it)

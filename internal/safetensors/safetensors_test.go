@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -161,4 +162,22 @@ func FuzzReadHeader(f *testing.F) {
 			t.Fatalf("accepted wrong length")
 		}
 	})
+}
+
+// A header length that the file cannot hold is refused before anything of
+// that size is allocated.
+func TestHugeHeaderClaimAllocatesNothing(t *testing.T) {
+	b := make([]byte, 64)
+	binary.LittleEndian.PutUint64(b, MaxHeaderSize-8)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := ReadHeader(bytes.NewReader(b), int64(len(b)), "claim")
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 64<<10 {
+		t.Errorf("allocated %d bytes for a refused header", d)
+	}
 }
