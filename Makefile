@@ -31,11 +31,14 @@ demo: build
 bench: build
 	$(GO) run ./cmd/ckptgate-bench -size $(BENCH_SIZE) -world $(BENCH_WORLD)
 
-## fuzz: every fuzz target for FUZZTIME each
+## fuzz: every fuzz target for FUZZTIME each (the Ollama one with its tag)
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
-		for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz' || true); do \
-			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	@set -e; for spec in $$($(GO) list ./...) ollama:./internal/ollamacheck; do \
+		tags=""; pkg=$$spec; \
+		case $$spec in ollama:*) tags="-tags ollama"; pkg=$${spec#ollama:};; esac; \
+		for f in $$($(GO) test $$tags -list 'Fuzz.*' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f"; \
+			$(GO) test $$tags -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10x $$pkg; \
 		done; \
 	done
 

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/ckptgate/ckptgate/internal/ckpt"
 	"github.com/ckptgate/ckptgate/internal/mllama"
@@ -95,6 +96,32 @@ type Env struct {
 	// Scan holds the per-tensor statistics computed in the one streaming
 	// pass over the weights (nil when the weights could not be opened).
 	Scan *Scan
+
+	sharedMu sync.Mutex
+	shared   map[string]*sharedValue
+}
+
+type sharedValue struct {
+	once sync.Once
+	v    any
+}
+
+// Shared returns the value stored under key for this run, computing it
+// with compute the first time. Checks of one family use it to share work
+// that is too costly to repeat per check (a loaded engine and its outputs).
+func (e *Env) Shared(key string, compute func() any) any {
+	e.sharedMu.Lock()
+	if e.shared == nil {
+		e.shared = map[string]*sharedValue{}
+	}
+	sv, ok := e.shared[key]
+	if !ok {
+		sv = &sharedValue{}
+		e.shared[key] = sv
+	}
+	e.sharedMu.Unlock()
+	sv.once.Do(func() { sv.v = compute() })
+	return sv.v
 }
 
 // Report records a finding.

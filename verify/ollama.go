@@ -30,7 +30,7 @@ func ollamaChecks() []*Check {
 			Doc:      info.Doc,
 			Requires: []Input{NeedGolden},
 			Run: func(p *Pass) error {
-				res, err := ollamaResult(p.Inputs)
+				res, err := ollamaResult(p)
 				if err != nil {
 					return err
 				}
@@ -46,42 +46,44 @@ func ollamaChecks() []*Check {
 	return cs
 }
 
-// ollamaRuns keeps one ollamacheck.Run per verification. A process runs a
-// verification or two; the results (numbers and messages) stay small.
-var ollamaRuns sync.Map // *Inputs → *ollamaRun
-
 type ollamaRun struct {
-	once sync.Once
-	res  *ollamacheck.Result
-	err  error
+	res *ollamacheck.Result
+	err error
 }
 
-func ollamaResult(in *Inputs) (*ollamacheck.Result, error) {
-	v, _ := ollamaRuns.LoadOrStore(in, &ollamaRun{})
-	r := v.(*ollamaRun)
-	r.once.Do(func() {
-		// ollamacheck returns errors only for inputs it cannot read; what
-		// Ollama does wrong is in the findings.
-		g, err := ollamacheck.LoadGoldens(in.Golden)
-		if err != nil {
-			r.err = exit.BadInputError(err)
+// ollamaResult runs ollamacheck once per verification; every ollama.* check
+// reports from the same run.
+func ollamaResult(p *Pass) (*ollamacheck.Result, error) {
+	in := p.Inputs
+	r := p.Env.Shared("ollama", func() any {
+		r := &ollamaRun{}
+		r.run(in)
+		return r
+	}).(*ollamaRun)
+	return r.res, r.err
+}
+
+func (r *ollamaRun) run(in *Inputs) {
+	// ollamacheck returns errors only for inputs it cannot read; what
+	// Ollama does wrong is in the findings.
+	g, err := ollamacheck.LoadGoldens(in.Golden)
+	if err != nil {
+		r.err = exit.BadInputError(err)
+		return
+	}
+	o := ollamacheck.Options{Model: in.Model, Goldens: g}
+	if OllamaReference != nil {
+		if o.Reference, err = OllamaReference(in); err != nil {
+			r.err = exit.BadInputError(fmt.Errorf("reference for the ollama checks: %w", err))
 			return
 		}
-		o := ollamacheck.Options{Model: in.Model, Goldens: g}
-		if OllamaReference != nil {
-			if o.Reference, err = OllamaReference(in); err != nil {
-				r.err = exit.BadInputError(fmt.Errorf("reference for the ollama checks: %w", err))
-				return
-			}
-		}
-		// internal/mllama's engine measures what single departures do.
-		// When it cannot load the model the forward.* checks say why, and
-		// the departures are reported unmeasured.
-		if eng, err := ollamacheck.NewEngineReference(in.Model, in.Jobs); err == nil {
-			o.Engine = eng
-		}
-		r.res, err = ollamacheck.Run(o)
-		r.err = exit.BadInputError(err)
-	})
-	return r.res, r.err
+	}
+	// internal/mllama's engine measures what single departures do.
+	// When it cannot load the model the forward.* checks say why, and
+	// the departures are reported unmeasured.
+	if eng, err := ollamacheck.NewEngineReference(in.Model, in.Jobs); err == nil {
+		o.Engine = eng
+	}
+	r.res, err = ollamacheck.Run(o)
+	r.err = exit.BadInputError(err)
 }
