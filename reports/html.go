@@ -160,7 +160,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 				continue
 			}
 			page.Source = append(page.Source, sourceFigureOf(title, d))
-		case strings.HasPrefix(c.ID, "forward."):
+		case strings.HasPrefix(c.ID, "forward.") || c.ID == "golden.forward" || strings.HasPrefix(c.ID, "ollama.logits"):
 			var d LogitsDetails
 			if json.Unmarshal(c.Details, &d) != nil || (len(d.Sample) == 0 && len(d.TopIDsA) == 0) {
 				continue

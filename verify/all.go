@@ -7,7 +7,7 @@ package verify
 // ollama tag.
 func All() []*Check {
 	var all []*Check
-	for _, fam := range [][]*Check{FileChecks, FormatChecks, TensorChecks, ConfigChecks, TemplateChecks, TokenizerChecks, PreprocessChecks, ForwardChecks, OllamaChecks} {
+	for _, fam := range [][]*Check{FileChecks, FormatChecks, TensorChecks, ConfigChecks, TemplateChecks, TokenizerChecks, PreprocessChecks, ForwardChecks, GoldenChecks, OllamaChecks} {
 		all = append(all, fam...)
 	}
 	return all

@@ -70,6 +70,9 @@ type Inputs struct {
 	Policy *Policy
 	// Jobs bounds parallelism (0: all cores).
 	Jobs int
+	// Forward is "auto" (default: run the forward checks when the model's
+	// float32 weights fit a modest memory budget), "on" or "off".
+	Forward string
 }
 
 // Pass is what a check's Run receives.

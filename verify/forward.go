@@ -8,14 +8,18 @@ import (
 	"image"
 	"image/color"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 
 	"github.com/ckptgate/ckptgate/internal/chat"
 	"github.com/ckptgate/ckptgate/internal/dtype"
+	"github.com/ckptgate/ckptgate/internal/mem"
 	"github.com/ckptgate/ckptgate/internal/mllama"
 	"github.com/ckptgate/ckptgate/internal/safetensors"
 	"github.com/ckptgate/ckptgate/reports"
@@ -24,7 +28,44 @@ import (
 // ForwardChecks is the forward.* family: the reference forward pass
 // (internal/mllama, transformers 5.17's modeling_mllama in fp32) run on the
 // model, and on the source, the base and the goldens when given.
-var ForwardChecks = []*Check{ForwardSanity, ForwardSource, ForwardGolden, ForwardBase}
+var ForwardChecks = []*Check{ForwardSanity, ForwardGolden, ForwardSource, ForwardBase}
+
+// The forward checks hold whole models in float32. With --forward auto
+// they run only when the model's float32 weights stay under
+// forwardAutoLimit and a third of the available memory, so that verify of
+// an 11B model on an ordinary runner stays bounded by the streaming scan.
+const forwardAutoLimit = 4 << 30
+
+// forwardBudget returns why the forward checks do not run, or "".
+func forwardBudget(p *Pass) string {
+	switch p.Forward {
+	case "off":
+		return "the forward checks are off (--forward off)"
+	case "on":
+		return ""
+	}
+	var need int64
+	for _, n := range p.Weights.Names() {
+		t, _, _ := p.Weights.Info(n)
+		need += t.NumElements() * 4
+	}
+	limit := int64(forwardAutoLimit)
+	if avail := mem.Available(); avail > 0 {
+		limit = min(limit, avail/3)
+	}
+	if need > limit {
+		return fmt.Sprintf("the reference engine needs %.1f GB for the model's float32 weights (and as much again for the source or base); --forward auto runs it up to %.1f GB — pass --forward on to run it anyway",
+			float64(need)/1e9, float64(limit)/1e9)
+	}
+	return ""
+}
+
+// release drops a model and returns its memory before the next one loads,
+// so the checks hold one model at a time.
+func release() {
+	runtime.GC()
+	debug.FreeOSMemory()
+}
 
 // builtinTokens is how many tokens the checks generate greedily per built-in
 // prompt.
@@ -104,6 +145,10 @@ func (st *forwardState) load(p *Pass) {
 		st.skip = "the model's weights or config.json could not be read (see the files and format checks)"
 		return
 	}
+	if why := forwardBudget(p); why != "" {
+		st.skip = why
+		return
+	}
 	st.model, st.err = mllama.New(p.Config, p.Weights, p.Jobs)
 	if st.err != nil {
 		return
@@ -129,6 +174,21 @@ func (st *forwardState) load(p *Pass) {
 		st.prompts = append(st.prompts, pr)
 	}
 	st.outs, st.outErrs = generateAll(st.model, st.prompts)
+}
+
+// engine returns the model, loading it again if release dropped it.
+func (st *forwardState) engine(p *Pass) (*mllama.Model, error) {
+	if st.model == nil {
+		st.model, st.err = mllama.New(p.Config, p.Weights, p.Jobs)
+	}
+	return st.model, st.err
+}
+
+// drop releases the model's weights; the outputs of the built-in prompts
+// stay.
+func (st *forwardState) drop() {
+	st.model = nil
+	release()
 }
 
 // generateAll runs every prepared prompt through m.
@@ -246,12 +306,15 @@ the relative RMS distance of the logits and the top-5 and greedy agreement.`,
 		if !st.ready(p) {
 			return nil
 		}
+		st.drop()
 		src, err := mllama.FromCheckpoint(p.Config, p.Source, p.Jobs)
 		if err != nil {
 			p.Failf("", "the reference engine cannot run the source with the model's config: %v", err)
 			return nil
 		}
 		outs, errs := generateAll(src, st.prompts)
+		src = nil
+		release()
 		bound := thresholds(p).MaxSourceKL
 		st.each(p, func(name string, _ mllama.Prompt, out *mllama.Generation) {
 			s, ok := outs[name]
@@ -295,12 +358,15 @@ with KL(base ‖ model), the relative RMS distance and the top-5 and greedy agre
 			p.Skipf("", "the base's weights or config.json could not be read: %v", p.BaseWeightsErr)
 			return nil
 		}
+		st.drop()
 		base, err := mllama.New(p.BaseConfig, p.BaseWeights, p.Jobs)
 		if err != nil {
 			p.Failf("", "the reference engine cannot run the base: %v", err)
 			return nil
 		}
 		outs, errs := generateAll(base, st.prompts)
+		base = nil
+		release()
 		ran, unchanged := 0, 0
 		st.each(p, func(name string, _ mllama.Prompt, out *mllama.Generation) {
 			b, ok := outs[name]
@@ -455,6 +521,12 @@ golden made on other weights (another run, another dtype) fails by design. Skips
 		}
 		path := filepath.Join(p.Golden, "goldens.json")
 		entries, err := readForwardGoldens(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			// A golden recorded by `ckptgate golden record` keeps its forward
+			// outputs in golden.json; golden.forward compares those.
+			p.Skipf("", "%s has no goldens.json with forward goldens", p.Golden)
+			return nil
+		}
 		if err != nil {
 			p.Failf("", "%v", err)
 			return nil
@@ -476,8 +548,13 @@ golden made on other weights (another run, another dtype) fails by design. Skips
 			names = append(names, n)
 		}
 		sort.Strings(names)
+		m, err := st.engine(p)
+		if err != nil {
+			p.Failf("", "the reference engine cannot run the model: %v", err)
+			return nil
+		}
 		for _, name := range names {
-			checkGolden(p, st.model, name, entries[name], tok, tokErr, bound)
+			checkGolden(p, m, name, entries[name], tok, tokErr, bound)
 		}
 		return nil
 	},

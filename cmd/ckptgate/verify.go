@@ -17,6 +17,7 @@ func init() { register(newVerifyCmd) }
 // verifyFlags are shared by verify and gate.
 type verifyFlags struct {
 	policy, manifest, manifestOut, golden, reportDir string
+	forward                                          string
 	jobs                                            int
 }
 
@@ -29,6 +30,7 @@ func (f *verifyFlags) add(cmd *cobra.Command, withJobs bool) {
 	fl.StringVar(&f.manifestOut, "manifest-out", "", "write the model's checksum manifest here")
 	fl.StringVar(&f.golden, "golden", "", "golden directory to compare with (recorded goldens or the dev fixtures)")
 	fl.StringVar(&f.reportDir, "report-dir", "", "write report.json (and the other renderings) into this directory")
+	fl.StringVar(&f.forward, "forward", "auto", "forward-pass checks: auto (when the model's float32 weights fit in min(4 GiB, a third of free memory)), on, off")
 	if withJobs {
 		fl.IntVar(&f.jobs, "jobs", 0, "parallel workers (default: all cores)")
 	}
@@ -38,12 +40,17 @@ func (f *verifyFlags) inputs(model, base, source string) (*verify.Inputs, error)
 	if model == "" {
 		return nil, exit.BadInputError(fmt.Errorf("--model is required"))
 	}
+	switch f.forward {
+	case "auto", "on", "off":
+	default:
+		return nil, exit.BadInputError(fmt.Errorf("--forward %q: want auto, on or off", f.forward))
+	}
 	pol, err := verify.LoadPolicy(f.policy)
 	if err != nil {
 		return nil, err
 	}
 	in := &verify.Inputs{Model: model, Base: base, SourcePath: source, Golden: f.golden, Manifest: f.manifest,
-		ManifestOut: f.manifestOut, Policy: pol, Jobs: f.jobs}
+		ManifestOut: f.manifestOut, Policy: pol, Jobs: f.jobs, Forward: f.forward}
 	if source != "" {
 		c, err := convert.OpenSource(source)
 		if err != nil {
