@@ -18,7 +18,7 @@ func init() { register(newVerifyCmd) }
 type verifyFlags struct {
 	policy, manifest, manifestOut, golden, reportDir string
 	forward                                          string
-	jobs                                            int
+	jobs                                             int
 }
 
 // add registers the flags; withJobs is false where the command has a
