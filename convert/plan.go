@@ -2,7 +2,9 @@ package convert
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -98,11 +100,7 @@ func NewPlan(src *ckpt.Checkpoint, base string, opts Options) (*Plan, error) {
 			missing = append(missing, b.name)
 		}
 	}
-	legs := make([]string, 0, len(bySrc))
-	for leg := range bySrc {
-		legs = append(legs, leg)
-	}
-	sort.Strings(legs)
+	legs := slices.Sorted(maps.Keys(bySrc))
 	for _, leg := range legs {
 		t := bySrc[leg]
 		b, ok := bt[leg]
@@ -110,7 +108,7 @@ func NewPlan(src *ckpt.Checkpoint, base string, opts Options) (*Plan, error) {
 			extra = append(extra, t.Name)
 			continue
 		}
-		if !equalShape(t.Shape, b.shape) {
+		if !slices.Equal(t.Shape, b.shape) {
 			badShape = append(badShape, fmt.Sprintf("%s: source %v, base %v", t.Name, t.Shape, b.shape))
 			continue
 		}
@@ -169,18 +167,6 @@ func NewPlan(src *ckpt.Checkpoint, base string, opts Options) (*Plan, error) {
 		p.Notes = append(p.Notes, fmt.Sprintf("source names are in the %s layout; written in the base's %s layout", p.SrcLayout, p.BaseLayout))
 	}
 	return p, nil
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func limit(l []string, n int) []string {

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/dtype"
 )
 
@@ -152,7 +153,7 @@ func copySideFiles(dir, base string, files []string, out dtype.DType) (notes []s
 			}
 			continue
 		}
-		cfg, err := os.ReadFile(src)
+		cfg, err := boundedio.ReadFile(src, boundedio.JSONLimit)
 		if err != nil {
 			return nil, err
 		}

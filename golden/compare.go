@@ -2,11 +2,13 @@ package golden
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
 	"strings"
 
+	"github.com/ckptgate/ckptgate/internal/chat"
 	"github.com/ckptgate/ckptgate/internal/vision"
 	"github.com/ckptgate/ckptgate/reports"
 )
@@ -153,19 +155,7 @@ func formNotes(want, got *SideFile) []string {
 	if want.File != got.File {
 		notes = append(notes, fmt.Sprintf("stored in %s (golden: %s)", got.File, want.File))
 	}
-	keys := map[string]bool{}
-	for k := range want.Forms {
-		keys[k] = true
-	}
-	for k := range got.Forms {
-		keys[k] = true
-	}
-	sorted := make([]string, 0, len(keys))
-	for k := range keys {
-		sorted = append(sorted, k)
-	}
-	sort.Strings(sorted)
-	for _, k := range sorted {
+	for _, k := range unionKeys(want.Forms, got.Forms) {
 		a, b := want.Forms[k], got.Forms[k]
 		if a != b {
 			notes = append(notes, fmt.Sprintf("%s: %s (golden: %s)", k, orNone(b), orNone(a)))
@@ -271,7 +261,8 @@ func (c *comparer) tokenizer() {
 	c.add(ItemTokenizer, reports.StatusPass, "tokenizer.json", fmt.Sprintf("vocabulary, merges, added tokens, pipeline and named special tokens equal to the golden's (%s)%s", g.Fingerprint, noteSuffix(notes)), details)
 }
 
-func unionKeys(a, b map[string]string) []string {
+// unionKeys lists the keys of a and b, sorted.
+func unionKeys[V any](a, b map[string]V) []string {
 	var keys []string
 	for k := range a {
 		keys = append(keys, k)
@@ -508,11 +499,7 @@ func (c *comparer) renders() {
 	if !c.both(ItemRenders, "renders", w != nil, g != nil) {
 		return
 	}
-	names := make([]string, 0, len(w))
-	for n := range w {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(w))
 	same := 0
 	for _, n := range names {
 		a, b := w[n], g[n]
@@ -526,9 +513,9 @@ func (c *comparer) renders() {
 			}
 			c.add(ItemRenders, reports.StatusFail, n, fmt.Sprintf("renders %s (golden: %s)", outcome(b), outcome(a)), nil)
 		case *a.Text != *b.Text:
-			c.add(ItemRenders, reports.StatusFail, n, "renders differently from the golden: "+textDiff(*a.Text, *b.Text), nil)
+			c.add(ItemRenders, reports.StatusFail, n, "renders differently from the golden: "+chat.DiffText(*a.Text, *b.Text, "golden"), nil)
 		case !slices.Equal(a.IDs, b.IDs):
-			c.add(ItemRenders, reports.StatusFail, n, "renders the same text but tokenizes differently: "+idsDiff(a.IDs, b.IDs), nil)
+			c.add(ItemRenders, reports.StatusFail, n, "renders the same text but tokenizes differently: "+chat.DiffIDs(a.IDs, b.IDs, "golden"), nil)
 		default:
 			same++
 		}
@@ -541,34 +528,6 @@ func outcome(r *Render) string {
 		return fmt.Sprintf("%d bytes", len(*r.Text))
 	}
 	return fmt.Sprintf("raises %s %q", r.ErrorType, r.Error)
-}
-
-// textDiff shows where two texts first differ, with some context.
-func textDiff(want, got string) string {
-	i := 0
-	for i < len(want) && i < len(got) && want[i] == got[i] {
-		i++
-	}
-	lo := max(0, i-30)
-	clip := func(s string) string {
-		return fmt.Sprintf("%q", s[min(lo, len(s)):min(len(s), i+40)])
-	}
-	return fmt.Sprintf("first difference at byte %d: %s (golden: %s)", i, clip(got), clip(want))
-}
-
-// idsDiff says where two id sequences part.
-func idsDiff(want, got []int) string {
-	i := 0
-	for i < len(want) && i < len(got) && want[i] == got[i] {
-		i++
-	}
-	at := func(s []int) string {
-		if i >= len(s) {
-			return "end"
-		}
-		return fmt.Sprint(s[i:min(len(s), i+8)])
-	}
-	return fmt.Sprintf("%d ids (golden: %d), first difference at position %d: %s (golden: %s)", len(got), len(want), i, at(got), at(want))
 }
 
 // encodings compares the tokenizer's encodings.
@@ -589,9 +548,9 @@ func (c *comparer) encodings() {
 		case b == nil:
 			c.add(ItemEncodings, reports.StatusSkip, subject, "this version of ckptgate does not encode this string", nil)
 		case !slices.Equal(a.IDs, b.IDs):
-			c.add(ItemEncodings, reports.StatusFail, subject, "ids: "+idsDiff(a.IDs, b.IDs), nil)
+			c.add(ItemEncodings, reports.StatusFail, subject, "ids: "+chat.DiffIDs(a.IDs, b.IDs, "golden"), nil)
 		case !slices.Equal(a.IDsWithBOS, b.IDsWithBOS):
-			c.add(ItemEncodings, reports.StatusFail, subject, "ids with special tokens: "+idsDiff(a.IDsWithBOS, b.IDsWithBOS), nil)
+			c.add(ItemEncodings, reports.StatusFail, subject, "ids with special tokens: "+chat.DiffIDs(a.IDsWithBOS, b.IDsWithBOS, "golden"), nil)
 		case a.Decoded != b.Decoded:
 			c.add(ItemEncodings, reports.StatusFail, subject, fmt.Sprintf("decodes to %q (golden: %q)", b.Decoded, a.Decoded), nil)
 		default:
@@ -692,11 +651,7 @@ func (c *comparer) forward() {
 	if !c.both(ItemForward, "forward outputs", w != nil, g != nil) {
 		return
 	}
-	names := make([]string, 0, len(w))
-	for n := range w {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(w))
 	for _, n := range names {
 		a, b := w[n], g[n]
 		if b == nil {
@@ -718,7 +673,7 @@ func (c *comparer) forward() {
 // forwardPrompt judges one prompt's outputs.
 func (c *comparer) forwardPrompt(name string, a, b *Forward) {
 	if !slices.Equal(a.InputIDs, b.InputIDs) {
-		c.add(ItemForward, reports.StatusFail, name, "the prompt tokenizes differently, so the outputs cannot be compared (see golden.renders and golden.tokenizer): "+idsDiff(a.InputIDs, b.InputIDs), nil)
+		c.add(ItemForward, reports.StatusFail, name, "the prompt tokenizes differently, so the outputs cannot be compared (see golden.renders and golden.tokenizer): "+chat.DiffIDs(a.InputIDs, b.InputIDs, "golden"), nil)
 		return
 	}
 	if a.LogitsSHA256 == b.LogitsSHA256 && slices.Equal(a.Generated, b.Generated) {

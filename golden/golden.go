@@ -36,13 +36,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+
+	"github.com/ckptgate/ckptgate/internal/atomicfile"
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 )
 
 // Schema is golden.json's "schema" value; it is what makes a directory a
@@ -370,20 +372,12 @@ const (
 // Load reads dir/golden.json and checks its schema and sizes.
 func Load(dir string) (*Golden, error) {
 	path := filepath.Join(dir, FileName)
-	f, err := os.Open(path)
+	b, err := boundedio.ReadFile(path, maxFileSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", dir, ErrNotRecorded)
 	}
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(b) > maxFileSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxFileSize)
 	}
 	g, err := Parse(b)
 	if err != nil {
@@ -531,27 +525,7 @@ func (g *Golden) Write(dir string) error {
 		return err
 	}
 	b = append(compactScalarArrays(b), '\n')
-	tmp, err := os.CreateTemp(dir, "."+FileName+".tmp*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	// CreateTemp makes the file private; a recording is meant to be
-	// committed and read by others.
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, FileName)); err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.WriteBytes(filepath.Join(dir, FileName), b); err != nil {
 		return err
 	}
 	g.dir = dir

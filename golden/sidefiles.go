@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/chat"
 	"github.com/ckptgate/ckptgate/internal/vision"
 )
@@ -26,17 +27,9 @@ const maxFiles = 4096
 
 // readObject reads a JSON object file; an absent file is fs.ErrNotExist.
 func readObject(path string) (map[string]any, error) {
-	f, err := os.Open(path)
+	b, err := boundedio.ReadFile(path, maxSideFile)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxSideFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(b) > maxSideFile {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxSideFile)
 	}
 	var doc map[string]any
 	if err := json.Unmarshal(b, &doc); err != nil {
@@ -345,18 +338,9 @@ func recordTemplates(dir string) (map[string]*Template, map[string]string, error
 // order and whitespace do not count.
 func tokenizerPipeline(dir string) (string, string, error) {
 	path := filepath.Join(dir, "tokenizer.json")
-	f, err := os.Open(path)
+	b, err := boundedio.ReadFile(path, chat.MaxTokenizerFileSize)
 	if err != nil {
 		return "", "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	b, err := io.ReadAll(io.TeeReader(io.LimitReader(f, chat.MaxTokenizerFileSize+1), h))
-	if err != nil {
-		return "", "", fmt.Errorf("%s: %w", path, err)
-	}
-	if len(b) > chat.MaxTokenizerFileSize {
-		return "", "", fmt.Errorf("%s: larger than %d bytes", path, chat.MaxTokenizerFileSize)
 	}
 	var doc struct {
 		Normalizer    any `json:"normalizer"`
@@ -372,7 +356,8 @@ func tokenizerPipeline(dir string) (string, string, error) {
 		return "", "", err
 	}
 	p := sha256.Sum256(canon)
-	return hex.EncodeToString(p[:]), hex.EncodeToString(h.Sum(nil)), nil
+	file := sha256.Sum256(b)
+	return hex.EncodeToString(p[:]), hex.EncodeToString(file[:]), nil
 }
 
 // recordTokenizer summarises a loaded tokenizer.
@@ -405,19 +390,7 @@ func diffJSON(path string, a, b any, limit int) []string {
 			if !ok {
 				break
 			}
-			keys := map[string]bool{}
-			for k := range x {
-				keys[k] = true
-			}
-			for k := range y {
-				keys[k] = true
-			}
-			sorted := make([]string, 0, len(keys))
-			for k := range keys {
-				sorted = append(sorted, k)
-			}
-			sort.Strings(sorted)
-			for _, k := range sorted {
+			for _, k := range unionKeys(x, y) {
 				p := k
 				if path != "" {
 					p = path + "." + k

@@ -7,16 +7,18 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"maps"
 	"math"
-	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/ckpt"
 	"github.com/ckptgate/ckptgate/internal/dcp"
 	"github.com/ckptgate/ckptgate/internal/dtype"
@@ -136,10 +138,7 @@ func layoutName(l mllama.Layout) string {
 // recordWeights streams every tensor of the model's safetensors once.
 func recordWeights(ctx context.Context, d *safetensors.Dir, jobs int) (*Weights, error) {
 	w := &Weights{Tensors: map[string]*Tensor{}}
-	for f := range d.Files {
-		w.Files = append(w.Files, f)
-	}
-	sort.Strings(w.Files)
+	w.Files = slices.Sorted(maps.Keys(d.Files))
 	type job struct{ name, legacy string }
 	var work []job
 	layout := mllama.LayoutUnknown
@@ -371,17 +370,9 @@ const maxMetadata = 256 << 20
 // recordDCPMetadata reads dir/.metadata.
 func recordDCPMetadata(dir string) (*DCPMetadata, error) {
 	path := filepath.Join(dir, ".metadata")
-	f, err := os.Open(path)
+	b, err := boundedio.ReadFile(path, maxMetadata)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxMetadata+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(b) > maxMetadata {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxMetadata)
 	}
 	m, err := dcp.ParseMetadata(b, path)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -110,7 +112,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 	if r.Failed() {
 		page.Failed, page.Verdict = true, "FAIL"
 	}
-	for _, k := range sortedKeys(r.Inputs) {
+	for _, k := range slices.Sorted(maps.Keys(r.Inputs)) {
 		page.Facts = append(page.Facts, kv{k, r.Inputs[k]})
 	}
 	for _, f := range []kv{{"ckptgate", r.Toolchain.Ckptgate}, {"Go", r.Toolchain.Go},
@@ -119,7 +121,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 			page.Facts = append(page.Facts, f)
 		}
 	}
-	for _, k := range sortedKeys(r.Timings) {
+	for _, k := range slices.Sorted(maps.Keys(r.Timings)) {
 		page.Facts = append(page.Facts, kv{k + " time", junitTime(r.Timings[k]) + " s"})
 	}
 	sorted := r.Sorted()

@@ -4,7 +4,8 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -70,7 +71,7 @@ const maxJUnitAttr = 1000
 func (r *Report) WriteJUnit(w io.Writer) error {
 	counts := r.Counts()
 	total := 0.0
-	for _, k := range sortedKeys(r.Timings) { // a fixed order: the same sum every time
+	for _, k := range slices.Sorted(maps.Keys(r.Timings)) { // a fixed order: the same sum every time
 		total += r.Timings[k]
 	}
 	suiteName := "ckptgate"
@@ -143,14 +144,14 @@ func (r *Report) junitProperties() *junitProperties {
 		}
 	}
 	add("command", r.Command)
-	for _, k := range sortedKeys(r.Inputs) {
+	for _, k := range slices.Sorted(maps.Keys(r.Inputs)) {
 		add("input."+k, r.Inputs[k])
 	}
 	add("toolchain.ckptgate", r.Toolchain.Ckptgate)
 	add("toolchain.go", r.Toolchain.Go)
 	add("toolchain.transformers", r.Toolchain.Transformers)
 	add("toolchain.torch", r.Toolchain.Torch)
-	for _, k := range sortedKeys(r.Timings) {
+	for _, k := range slices.Sorted(maps.Keys(r.Timings)) {
 		add("timing."+k, junitTime(r.Timings[k]))
 	}
 	if len(ps) == 0 {
@@ -186,13 +187,4 @@ func truncate(s string, n int) string {
 		i++
 	}
 	return s
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -67,7 +69,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 
 	fmt.Fprintf(bw, "<details><summary>Inputs, toolchain and timings</summary>\n\n| | |\n|:--|:--|\n")
-	for _, k := range sortedKeys(r.Inputs) {
+	for _, k := range slices.Sorted(maps.Keys(r.Inputs)) {
 		fmt.Fprintf(bw, "| %s | %s |\n", mdText(truncate(k, maxMarkdownValue)), mdCode(truncate(r.Inputs[k], maxMarkdownValue)))
 	}
 	for _, kv := range [][2]string{
@@ -78,7 +80,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			fmt.Fprintf(bw, "| %s | %s |\n", kv[0], mdCode(truncate(kv[1], maxMarkdownValue)))
 		}
 	}
-	for _, k := range sortedKeys(r.Timings) {
+	for _, k := range slices.Sorted(maps.Keys(r.Timings)) {
 		fmt.Fprintf(bw, "| %s time | %s s |\n", mdText(truncate(k, maxMarkdownValue)), junitTime(r.Timings[k]))
 	}
 	fmt.Fprintf(bw, "\n</details>\n")

@@ -7,8 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"sort"
+
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 )
 
 // Schema is the value of the report's "schema" field.
@@ -123,7 +124,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // Load reads a report.json and checks its schema field.
 func Load(path string) (*Report, error) {
-	b, err := os.ReadFile(path)
+	b, err := boundedio.ReadFile(path, MaxReportSize)
 	if err != nil {
 		return nil, err
 	}

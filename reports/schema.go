@@ -6,10 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"sync"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
@@ -100,17 +99,12 @@ var ErrInvalid = errors.New("invalid report")
 // Unlike Load it refuses anything the schema refuses, so that renderers only
 // ever see well-formed reports from disk.
 func ReadFile(path string) (*Report, error) {
-	f, err := os.Open(path)
+	b, err := boundedio.ReadFile(path, MaxReportSize)
+	if errors.Is(err, boundedio.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxReportSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(b) > MaxReportSize {
-		return nil, fmt.Errorf("%s: %w: larger than %d bytes", path, ErrInvalid, MaxReportSize)
 	}
 	if err := ValidateJSON(b); err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", path, ErrInvalid, err)

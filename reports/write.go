@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/ckptgate/ckptgate/internal/atomicfile"
 )
 
 // Format names a rendering of the report.
@@ -85,7 +87,7 @@ func WriteAll(r *Report, dir string) error {
 	}
 	for _, f := range Formats {
 		path := filepath.Join(dir, f.FileName())
-		if err := WriteFileAtomic(path, func(w io.Writer) error { return r.Render(w, f) }); err != nil {
+		if err := atomicfile.Write(path, func(w io.Writer) error { return r.Render(w, f) }); err != nil {
 			return err
 		}
 	}
@@ -113,42 +115,6 @@ func AppendStepSummary(r *Report) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", StepSummaryEnv, path, err)
-	}
-	return nil
-}
-
-// WriteFileAtomic writes path through write: the bytes go to a temporary
-// file in the same directory, which is synced and renamed over path only when
-// write succeeded, so readers never see a partial file.
-func WriteFileAtomic(path string, write func(io.Writer) error) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 1<<16)
-	if err := write(bw); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -62,7 +63,7 @@ per missing, extra or mis-shaped tensor.`,
 			switch {
 			case t == nil:
 				problems = append(problems, "missing "+leg)
-			case !equalShape(t.Shape, shape):
+			case !slices.Equal(t.Shape, shape):
 				problems = append(problems, fmt.Sprintf("%s is %v, config implies %v", t.Name, t.Shape, shape))
 			}
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/safetensors"
 )
 
@@ -36,7 +37,7 @@ func exists(dir, name string) bool {
 }
 
 func readJSON(path string) (map[string]any, error) {
-	b, err := os.ReadFile(path)
+	b, err := boundedio.ReadFile(path, boundedio.JSONLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -156,8 +157,16 @@ func runFilesSideEqual(p *Pass) error {
 			p.Warnf(f, "the model has %s; the base does not", f)
 			continue
 		}
-		a, _ := os.ReadFile(filepath.Join(p.Model, f))
-		b, _ := os.ReadFile(filepath.Join(p.Base, f))
+		a, err := boundedio.ReadFile(filepath.Join(p.Model, f), boundedio.TokenizerLimit)
+		if err != nil {
+			p.Failf(f, "%v", err)
+			continue
+		}
+		b, err := boundedio.ReadFile(filepath.Join(p.Base, f), boundedio.TokenizerLimit)
+		if err != nil {
+			p.Warnf(f, "base: %v", err)
+			continue
+		}
 		if bytes.Equal(a, b) {
 			p.Passf(f, "identical to the base")
 			continue

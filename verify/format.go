@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -35,12 +37,7 @@ func weightFiles(dir string) []string {
 			seen[e.Name()] = true
 		}
 	}
-	out := make([]string, 0, len(seen))
-	for f := range seen {
-		out = append(out, f)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // SafetensorsHeader applies the reference parser's rules to every file.
@@ -167,11 +164,7 @@ no shard holds or a shard that does not exist; no tensor is in two shards. Skipp
 		}
 		where, _ := headerTensors(p.Model)
 		var problems []string
-		names := make([]string, 0, len(ix.WeightMap))
-		for n := range ix.WeightMap {
-			names = append(names, n)
-		}
-		sort.Strings(names)
+		names := slices.Sorted(maps.Keys(ix.WeightMap))
 		for _, n := range names {
 			f := ix.WeightMap[n]
 			got := where[n]

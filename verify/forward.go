@@ -1,27 +1,25 @@
 package verify
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"image"
 	"image/color"
-	"io"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"strings"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/chat"
-	"github.com/ckptgate/ckptgate/internal/dtype"
 	"github.com/ckptgate/ckptgate/internal/mem"
 	"github.com/ckptgate/ckptgate/internal/mllama"
-	"github.com/ckptgate/ckptgate/internal/safetensors"
 	"github.com/ckptgate/ckptgate/reports"
 )
 
@@ -411,8 +409,8 @@ func compareLogits(prompt, aLabel, bLabel string, a, b *mllama.Generation) *comp
 	c.TopLogitsA, c.TopLogitsB = logitsAt(a.Logits, c.TopIDsA), logitsAt(b.Logits, c.TopIDsB)
 	c.KL = mllama.KL(a.Logits, b.Logits)
 	c.RelRMS, c.maxAbs = mllama.RelRMS(b.Logits, a.Logits)
-	c.topEqual = equalInts(c.TopIDsA, c.TopIDsB)
-	c.greedyEqual = equalInts(a.Tokens, b.Tokens)
+	c.topEqual = slices.Equal(c.TopIDsA, c.TopIDsB)
+	c.greedyEqual = slices.Equal(a.Tokens, b.Tokens)
 	c.identical = c.maxAbs == 0 && c.greedyEqual
 	c.Sample = sampleLogits(a.Logits, b.Logits, 2000)
 	return c
@@ -455,18 +453,6 @@ func logitsAt(x []float32, ids []int) []float64 {
 		out[i] = float64(x[id])
 	}
 	return out
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // sampleLogits pairs a's and b's logits for a scatter plot: a's top 100 and
@@ -543,11 +529,7 @@ golden made on other weights (another run, another dtype) fails by design. Skips
 			tok, tokErr = chat.LoadTokenizer(p.Model)
 		}
 		bound := thresholds(p).MaxGoldenRelRMS
-		names := make([]string, 0, len(entries))
-		for n := range entries {
-			names = append(names, n)
-		}
-		sort.Strings(names)
+		names := slices.Sorted(maps.Keys(entries))
 		m, err := st.engine(p)
 		if err != nil {
 			p.Failf("", "the reference engine cannot run the model: %v", err)
@@ -571,17 +553,9 @@ type forwardGolden struct {
 const maxGoldenFile = 64 << 20
 
 func readForwardGoldens(path string) (map[string]forwardGolden, error) {
-	f, err := os.Open(path)
+	b, err := boundedio.ReadFile(path, maxGoldenFile)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxGoldenFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(b) > maxGoldenFile {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxGoldenFile)
 	}
 	var doc struct {
 		Forward map[string]forwardGolden `json:"forward"`
@@ -598,19 +572,19 @@ func checkGolden(p *Pass, m *mllama.Model, name string, g forwardGolden, tok *ch
 		p.Skipf(name, "goldens.json has a forward golden %q but %s does not exist", name, file)
 		return
 	}
-	in, ref, err := readGoldenInputs(file, m.Config)
+	in, ref, err := mllama.ReadGoldenInputs(file, m.Config)
 	if err != nil {
 		p.Failf(name, "%v", err)
 		return
 	}
 	var problems []string
-	if !equalInts(in.IDs, g.InputIDs) {
+	if !slices.Equal(in.IDs, g.InputIDs) {
 		problems = append(problems, fmt.Sprintf("%s's input_ids %v differ from goldens.json's %v", filepath.Base(file), in.IDs, g.InputIDs))
 	}
 	tokNote := "the model has no tokenizer to check the ids with"
 	if tokErr == nil {
 		tokNote = "the model's tokenizer gives the golden's ids"
-		if ids := tok.Encode(g.Rendered, false); !equalInts(ids, g.InputIDs) {
+		if ids := tok.Encode(g.Rendered, false); !slices.Equal(ids, g.InputIDs) {
 			problems = append(problems, fmt.Sprintf("the model's tokenizer turns the golden's rendered prompt into %v, not %v", ids, g.InputIDs))
 		}
 	} else if !errors.Is(tokErr, os.ErrNotExist) {
@@ -638,109 +612,4 @@ func checkGolden(p *Pass, m *mllama.Model, name string, g forwardGolden, tok *ch
 	}
 	p.Report(reports.StatusPass, name, fmt.Sprintf("%d input ids equal (%s); last logits %.3g relative RMS from the golden's (bound %.3g, max |Δ| %.3g); top-5 ids and %d greedy tokens equal",
 		len(in.IDs), tokNote, cmp.RelRMS, bound, cmp.maxAbs, len(out.Tokens)), cmp.LogitsDetails)
-}
-
-// readGoldenInputs reads a golden-<name>.safetensors: the model inputs and
-// last_logits, every shape checked against the model's config.
-func readGoldenInputs(path string, cfg *mllama.Config) (mllama.Prompt, []float32, error) {
-	var p mllama.Prompt
-	f, err := safetensors.Open(path)
-	if err != nil {
-		return p, nil, err
-	}
-	defer f.Close()
-	read := func(name string, dt dtype.DType, shape ...int64) ([]byte, []int64, error) {
-		t, ok := f.Tensor(name)
-		if !ok {
-			return nil, nil, fmt.Errorf("%s: no tensor %q", path, name)
-		}
-		if t.DType != dt {
-			return nil, nil, fmt.Errorf("%s: %s is %v, want %v", path, name, t.DType, dt)
-		}
-		if len(t.Shape) != len(shape) {
-			return nil, nil, fmt.Errorf("%s: %s has shape %v, want %d dimensions", path, name, t.Shape, len(shape))
-		}
-		for i, d := range shape {
-			if d >= 0 && t.Shape[i] != d {
-				return nil, nil, fmt.Errorf("%s: %s has shape %v, want %v (-1: any)", path, name, t.Shape, shape)
-			}
-		}
-		sr, err := f.Section(name)
-		if err != nil {
-			return nil, nil, err
-		}
-		b := make([]byte, t.NumBytes())
-		if _, err := io.ReadFull(sr, b); err != nil {
-			return nil, nil, fmt.Errorf("%s: reading %s: %w", path, name, err)
-		}
-		return b, t.Shape, nil
-	}
-	ints := func(b []byte) []int {
-		out := make([]int, len(b)/8)
-		for i := range out {
-			out[i] = int(int64(binary.LittleEndian.Uint64(b[8*i:])))
-		}
-		return out
-	}
-	floats := func(b []byte) []float32 {
-		out := make([]float32, len(b)/4)
-		_ = dtype.ToFloat32(out, b, dtype.F32)
-		return out
-	}
-	tc, vc := &cfg.Text, &cfg.Vision
-	b, _, err := read("last_logits", dtype.F32, int64(tc.VocabSize))
-	if err != nil {
-		return p, nil, err
-	}
-	logits := floats(b)
-	b, shape, err := read("input_ids", dtype.I64, 1, -1)
-	if err != nil {
-		return p, nil, err
-	}
-	p.IDs = ints(b)
-	if len(p.IDs) == 0 || (tc.MaxPositionEmbeddings > 0 && len(p.IDs) > tc.MaxPositionEmbeddings) {
-		return p, nil, fmt.Errorf("%s: input_ids has shape %v", path, shape)
-	}
-	if _, ok := f.Tensor("pixel_values"); !ok {
-		return p, logits, nil
-	}
-	tiles, size := int64(vc.MaxNumTiles), int64(vc.ImageSize)
-	b, shape, err = read("pixel_values", dtype.F32, 1, -1, tiles, int64(vc.NumChannels), size, size)
-	if err != nil {
-		return p, nil, err
-	}
-	images := int(shape[1])
-	if images < 1 || images > 64 {
-		return p, nil, fmt.Errorf("%s: pixel_values holds %d images", path, images)
-	}
-	pix := floats(b)
-	b, _, err = read("aspect_ratio_ids", dtype.I64, 1, int64(images))
-	if err != nil {
-		return p, nil, err
-	}
-	ids := ints(b)
-	b, _, err = read("aspect_ratio_mask", dtype.I64, 1, int64(images), tiles)
-	if err != nil {
-		return p, nil, err
-	}
-	arMask := ints(b)
-	b, _, err = read("cross_attention_mask", dtype.I64, 1, int64(len(p.IDs)), int64(images), tiles)
-	if err != nil {
-		return p, nil, err
-	}
-	cm := ints(b)
-	per := len(pix) / images
-	for i := 0; i < images; i++ {
-		p.Images = append(p.Images, mllama.Image{PixelValues: pix[i*per : (i+1)*per], AspectRatioID: ids[i],
-			AspectRatioMask: arMask[i*int(tiles) : (i+1)*int(tiles)]})
-	}
-	for t := range p.IDs {
-		row := make([][]int, images)
-		for i := range row {
-			off := (t*images + i) * int(tiles)
-			row[i] = cm[off : off+int(tiles)]
-		}
-		p.CrossAttentionMask = append(p.CrossAttentionMask, row)
-	}
-	return p, logits, nil
 }

@@ -8,18 +8,20 @@ import (
 	"testing"
 
 	"github.com/ckptgate/ckptgate/convert"
+	"github.com/ckptgate/ckptgate/internal/dcp/dcptest"
 	"github.com/ckptgate/ckptgate/internal/dtype"
 	"github.com/ckptgate/ckptgate/internal/safetensors"
 	"github.com/ckptgate/ckptgate/reports"
 )
 
-const fwdFixtures = "../goldens/mllama-tiny-dev"
+// fixtures are the dev fixtures, for the tests inside the package.
+const fixtures = "../goldens/mllama-tiny-dev"
 
 // fwdConvert converts a fixture run with the project's converter.
 func fwdConvert(t *testing.T, run string, d dtype.DType) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), run)
-	if _, err := convert.Run(context.Background(), filepath.Join(fwdFixtures, "runs", run), filepath.Join(fwdFixtures, "base"), out,
+	if _, err := convert.Run(context.Background(), filepath.Join(fixtures, "runs", run), filepath.Join(fixtures, "base"), out,
 		convert.Options{DType: d, SkipPreflight: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +33,7 @@ func fwdConvert(t *testing.T, run string, d dtype.DType) string {
 func fwdVerify(t *testing.T, in *Inputs, source string) *reports.Report {
 	t.Helper()
 	if source != "" {
-		src, err := convert.OpenSource(filepath.Join(fwdFixtures, "runs", source))
+		src, err := convert.OpenSource(filepath.Join(fixtures, "runs", source))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,7 +78,7 @@ func fwdExpect(t *testing.T, r *reports.Report, want map[string]reports.Status) 
 // logits (the bf16 run upcast exactly).
 func TestForwardOnFsdp1(t *testing.T) {
 	model := fwdConvert(t, "fsdp1", dtype.F32)
-	r := fwdVerify(t, &Inputs{Model: model, Base: filepath.Join(fwdFixtures, "base"), Golden: fwdFixtures}, "fsdp1")
+	r := fwdVerify(t, &Inputs{Model: model, Base: filepath.Join(fixtures, "base"), Golden: fixtures}, "fsdp1")
 	fwdExpect(t, r, map[string]reports.Status{
 		"forward.sanity text": reports.StatusPass, "forward.sanity image": reports.StatusPass,
 		"forward.source text": reports.StatusPass, "forward.source image": reports.StatusPass,
@@ -98,7 +100,7 @@ func TestForwardOnFsdp1(t *testing.T) {
 // model the goldens were made on; a conversion of another run (freeze) given
 // with fsdp1 as its source fails forward.source.
 func TestForwardCastAndWrongRun(t *testing.T) {
-	cast := fwdVerify(t, &Inputs{Model: fwdConvert(t, "fsdp2", dtype.BF16), Golden: fwdFixtures}, "fsdp2")
+	cast := fwdVerify(t, &Inputs{Model: fwdConvert(t, "fsdp2", dtype.BF16), Golden: fixtures}, "fsdp2")
 	for _, c := range cast.Checks {
 		if c.ID == "forward.source" && (c.Status == reports.StatusFail || strings.Contains(c.Message, "identical")) {
 			t.Errorf("fsdp2 bf16: forward.source %s: %s: %s, want a small non-zero KL", c.Subject, c.Status, c.Message)
@@ -117,22 +119,11 @@ func TestForwardCastAndWrongRun(t *testing.T) {
 // TestForwardBaseUnchanged: verifying the base against itself warns that
 // nothing moved.
 func TestForwardBaseUnchanged(t *testing.T) {
-	base := filepath.Join(fwdFixtures, "base")
+	base := filepath.Join(fixtures, "base")
 	r := fwdVerify(t, &Inputs{Model: base, Base: base}, "")
 	fwdExpect(t, r, map[string]reports.Status{
 		"forward.base ": reports.StatusWarn, "forward.base text": reports.StatusPass, "forward.base image": reports.StatusPass,
 	})
-}
-
-// fwdCopyBase copies base/ into a temporary directory.
-func fwdCopyBase(t *testing.T) string {
-	t.Helper()
-	src := filepath.Join(fwdFixtures, "base")
-	dst := filepath.Join(t.TempDir(), "base")
-	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
-		t.Fatal(err)
-	}
-	return dst
 }
 
 // fwdZeroTensor overwrites a tensor's bytes with zeros in place.
@@ -162,9 +153,9 @@ func fwdZeroTensor(t *testing.T, dir, name string) {
 // TestForwardDegenerate: a model whose lm_head was zeroed has constant
 // logits, which forward.sanity and forward.base fail.
 func TestForwardDegenerate(t *testing.T) {
-	model := fwdCopyBase(t)
+	model := dcptest.CopyRun(t, filepath.Join(fixtures, "base"))
 	fwdZeroTensor(t, model, "language_model.lm_head.weight")
-	r := fwdVerify(t, &Inputs{Model: model, Base: filepath.Join(fwdFixtures, "base")}, "")
+	r := fwdVerify(t, &Inputs{Model: model, Base: filepath.Join(fixtures, "base")}, "")
 	fwdExpect(t, r, map[string]reports.Status{
 		"forward.sanity text": reports.StatusFail, "forward.sanity image": reports.StatusFail,
 		"forward.base text": reports.StatusFail, "forward.base image": reports.StatusFail,
@@ -177,7 +168,7 @@ func TestForwardDegenerate(t *testing.T) {
 func TestForwardGoldenFiles(t *testing.T) {
 	golden := t.TempDir()
 	for _, name := range []string{"goldens.json", "golden-text_user.safetensors"} {
-		b, err := os.ReadFile(filepath.Join(fwdFixtures, name))
+		b, err := os.ReadFile(filepath.Join(fixtures, name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +181,7 @@ func TestForwardGoldenFiles(t *testing.T) {
 	fwdExpect(t, r, map[string]reports.Status{
 		"forward.golden text_user": reports.StatusPass, "forward.golden image_user": reports.StatusSkip,
 	})
-	b, err := os.ReadFile(filepath.Join(fwdFixtures, "golden-image_user.safetensors"))
+	b, err := os.ReadFile(filepath.Join(fixtures, "golden-image_user.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/exit"
 )
 
@@ -49,7 +49,7 @@ func (m *Manifest) Write(w io.Writer) error {
 // (ref-manifests.json#fsdp1-bf16); names there are legacy names too.
 func LoadManifest(spec string) (*Manifest, error) {
 	path, key, _ := strings.Cut(spec, "#")
-	b, err := os.ReadFile(path)
+	b, err := boundedio.ReadFile(path, boundedio.JSONLimit)
 	if err != nil {
 		return nil, exit.BadInputError(err)
 	}

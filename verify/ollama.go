@@ -4,7 +4,6 @@ package verify
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/ckptgate/ckptgate/internal/exit"
 	"github.com/ckptgate/ckptgate/internal/ollamacheck"

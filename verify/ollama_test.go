@@ -16,8 +16,6 @@ import (
 	"github.com/ckptgate/ckptgate/verify"
 )
 
-const ollamaGoldens = "../goldens/mllama-tiny-dev"
-
 // TestOllamaChecks runs the ollama.* checks through the verification runner
 // on the fsdp1 fine-tune, converted at float32 (the model the goldens were
 // computed on): every check reports, none errs, and the transformers 5
@@ -27,14 +25,14 @@ func TestOllamaChecks(t *testing.T) {
 		t.Skip("runs the fixture through Ollama")
 	}
 	model := filepath.Join(t.TempDir(), "fsdp1")
-	if _, err := convert.Run(context.Background(), filepath.Join(ollamaGoldens, "runs/fsdp1"), filepath.Join(ollamaGoldens, "base"), model,
+	if _, err := convert.Run(context.Background(), filepath.Join(fx, "runs/fsdp1"), filepath.Join(fx, "base"), model,
 		convert.Options{DType: dtype.F32, SkipPreflight: true}); err != nil {
 		t.Fatal(err)
 	}
 	if len(verify.OllamaChecks) != len(ollamacheck.Checks) {
 		t.Fatalf("%d ollama checks, ollamacheck lists %d", len(verify.OllamaChecks), len(ollamacheck.Checks))
 	}
-	rep, err := verify.Run(context.Background(), &verify.Inputs{Model: model, Golden: ollamaGoldens}, verify.OllamaChecks)
+	rep, err := verify.Run(context.Background(), &verify.Inputs{Model: model, Golden: fx}, verify.OllamaChecks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +59,7 @@ func TestOllamaChecks(t *testing.T) {
 // TestOllamaChecksInputs: without --golden the checks are skipped; with an
 // unreadable goldens directory the run reports bad input (exit 2).
 func TestOllamaChecksInputs(t *testing.T) {
-	rep, err := verify.Run(context.Background(), &verify.Inputs{Model: filepath.Join(ollamaGoldens, "base")}, verify.OllamaChecks)
+	rep, err := verify.Run(context.Background(), &verify.Inputs{Model: filepath.Join(fx, "base")}, verify.OllamaChecks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +68,7 @@ func TestOllamaChecksInputs(t *testing.T) {
 			t.Errorf("%s without goldens: %s %s", c.ID, c.Status, c.Message)
 		}
 	}
-	_, err = verify.Run(context.Background(), &verify.Inputs{Model: filepath.Join(ollamaGoldens, "base"), Golden: t.TempDir()}, verify.OllamaChecks)
+	_, err = verify.Run(context.Background(), &verify.Inputs{Model: filepath.Join(fx, "base"), Golden: t.TempDir()}, verify.OllamaChecks)
 	if exit.Code(err) != exit.BadInput {
 		t.Errorf("empty goldens directory: exit code %d (%v), want %d", exit.Code(err), err, exit.BadInput)
 	}

@@ -3,13 +3,13 @@ package verify
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/exit"
 )
 
@@ -86,7 +86,7 @@ func LoadPolicy(nameOrFile string) (*Policy, error) {
 		p.Thresholds.setDefaults()
 		return &p, nil
 	}
-	b, err := os.ReadFile(nameOrFile)
+	b, err := boundedio.ReadFile(nameOrFile, boundedio.JSONLimit)
 	if err != nil {
 		return nil, exit.BadInputError(fmt.Errorf("policy %q is neither a preset (full-finetune, freeze-llm) nor a readable file: %w", nameOrFile, err))
 	}

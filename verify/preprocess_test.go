@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,8 +9,6 @@ import (
 
 	"github.com/ckptgate/ckptgate/reports"
 )
-
-const preprocessFixtures = "../goldens/mllama-tiny-dev"
 
 // runPreprocessCheck runs one check and returns its findings.
 func runPreprocessCheck(t *testing.T, c *Check, in *Inputs) []reports.Check {
@@ -42,7 +41,7 @@ func statuses(fs []reports.Check) map[reports.Status]int {
 func modelDir(t *testing.T, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
-	cfg, err := os.ReadFile(filepath.Join(preprocessFixtures, "base", "config.json"))
+	cfg, err := os.ReadFile(filepath.Join(fixtures, "base", "config.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +56,7 @@ func modelDir(t *testing.T, files map[string]string) string {
 
 func readFixture(t *testing.T, rel string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(preprocessFixtures, rel))
+	b, err := os.ReadFile(filepath.Join(fixtures, rel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,9 +73,9 @@ func TestPreprocessConfig(t *testing.T) {
 		want     map[reports.Status]int
 		contains string
 	}{
-		{name: "5.x form", model: filepath.Join(preprocessFixtures, "base"),
+		{name: "5.x form", model: filepath.Join(fixtures, "base"),
 			want: map[reports.Status]int{reports.StatusPass: 1}, contains: "processor_config.json (transformers 5.x form"},
-		{name: "4.x form", model: filepath.Join(preprocessFixtures, "base-hub"),
+		{name: "4.x form", model: filepath.Join(fixtures, "base-hub"),
 			want: map[reports.Status]int{reports.StatusPass: 1}, contains: "preprocessor_config.json (transformers 4.x form"},
 		{name: "missing", files: map[string]string{},
 			want: map[reports.Status]int{reports.StatusFail: 1}, contains: "silently preprocess with MllamaImageProcessor's class defaults"},
@@ -106,7 +105,7 @@ func TestPreprocessConfig(t *testing.T) {
 				dir = modelDir(t, tc.files)
 			}
 			fs := runPreprocessCheck(t, PreprocessConfig, &Inputs{Model: dir})
-			if got := statuses(fs); !equalCounts(got, tc.want) {
+			if got := statuses(fs); !maps.Equal(got, tc.want) {
 				t.Errorf("statuses %v, want %v", got, tc.want)
 			}
 			found := false
@@ -120,25 +119,13 @@ func TestPreprocessConfig(t *testing.T) {
 	}
 }
 
-func equalCounts(a, b map[reports.Status]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 func TestPreprocessBase(t *testing.T) {
-	base := filepath.Join(preprocessFixtures, "base")
+	base := filepath.Join(fixtures, "base")
 	hub := readFixture(t, "base-hub/preprocessor_config.json")
 
 	t.Run("same values, other form", func(t *testing.T) {
-		fs := runPreprocessCheck(t, PreprocessBase, &Inputs{Model: filepath.Join(preprocessFixtures, "base-hub"), Base: base})
-		if got := statuses(fs); !equalCounts(got, map[reports.Status]int{reports.StatusPass: 2}) {
+		fs := runPreprocessCheck(t, PreprocessBase, &Inputs{Model: filepath.Join(fixtures, "base-hub"), Base: base})
+		if got := statuses(fs); !maps.Equal(got, map[reports.Status]int{reports.StatusPass: 2}) {
 			t.Fatalf("statuses %v", got)
 		}
 		if !strings.Contains(fs[0].Message, "the model stores the transformers 4.x form, the base the transformers 5.x form") {
@@ -147,8 +134,8 @@ func TestPreprocessBase(t *testing.T) {
 	})
 	t.Run("different mean", func(t *testing.T) {
 		model := modelDir(t, map[string]string{"preprocessor_config.json": strings.Replace(hub, `0.4578275`, `0.5`, 1)})
-		fs := runPreprocessCheck(t, PreprocessBase, &Inputs{Model: model, Base: base, Golden: preprocessFixtures})
-		if got := statuses(fs); !equalCounts(got, map[reports.Status]int{reports.StatusFail: 2}) {
+		fs := runPreprocessCheck(t, PreprocessBase, &Inputs{Model: model, Base: base, Golden: fixtures})
+		if got := statuses(fs); !maps.Equal(got, map[reports.Status]int{reports.StatusFail: 2}) {
 			t.Fatalf("statuses %v", got)
 		}
 		if !strings.Contains(fs[0].Message, "image_mean: model [0.48145466,0.5,0.40821073], base [0.48145466,0.4578275,0.40821073]") {
@@ -161,7 +148,7 @@ func TestPreprocessBase(t *testing.T) {
 	t.Run("different tile count", func(t *testing.T) {
 		model := modelDir(t, map[string]string{"preprocessor_config.json": strings.Replace(hub, `"max_image_tiles": 4`, `"max_image_tiles": 2`, 1)})
 		fs := runPreprocessCheck(t, PreprocessBase, &Inputs{Model: model, Base: base})
-		if got := statuses(fs); !equalCounts(got, map[reports.Status]int{reports.StatusFail: 2}) {
+		if got := statuses(fs); !maps.Equal(got, map[reports.Status]int{reports.StatusFail: 2}) {
 			t.Fatalf("statuses %v", got)
 		}
 		if fs[1].Subject != "built-in 1500x1000 pattern" || !strings.Contains(fs[1].Message, "aspect_ratio_id") {
@@ -170,7 +157,7 @@ func TestPreprocessBase(t *testing.T) {
 	})
 	t.Run("model has none", func(t *testing.T) {
 		fs := runPreprocessCheck(t, PreprocessBase, &Inputs{Model: modelDir(t, map[string]string{}), Base: base})
-		if got := statuses(fs); !equalCounts(got, map[reports.Status]int{reports.StatusSkip: 1}) {
+		if got := statuses(fs); !maps.Equal(got, map[reports.Status]int{reports.StatusSkip: 1}) {
 			t.Fatalf("statuses %v", got)
 		}
 	})
@@ -183,14 +170,14 @@ func TestPreprocessGolden(t *testing.T) {
 		name, config string
 		model        func(t *testing.T) string
 	}{
-		{"mllama-tiny", "mllama-tiny", func(*testing.T) string { return filepath.Join(preprocessFixtures, "base") }},
+		{"mllama-tiny", "mllama-tiny", func(*testing.T) string { return filepath.Join(fixtures, "base") }},
 		{"llama-3.2-11b-vision", "llama-3.2-11b-vision", func(t *testing.T) string {
 			return modelDir(t, map[string]string{"preprocessor_config.json": readFixture(t, "llama-3.2-11b-vision.preprocessor_config.json")})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs := runPreprocessCheck(t, PreprocessGolden, &Inputs{Model: tc.model(t), Golden: preprocessFixtures})
-			if got := statuses(fs); !equalCounts(got, map[reports.Status]int{reports.StatusPass: 9}) {
+			fs := runPreprocessCheck(t, PreprocessGolden, &Inputs{Model: tc.model(t), Golden: fixtures})
+			if got := statuses(fs); !maps.Equal(got, map[reports.Status]int{reports.StatusPass: 9}) {
 				t.Fatalf("statuses %v, want 9 passes", got)
 			}
 			for _, f := range fs {
@@ -214,7 +201,7 @@ func TestPreprocessGoldenFails(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(golden, "preprocess-goldens.json"), []byte(g), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	abs, err := filepath.Abs(filepath.Join(preprocessFixtures, "images"))
+	abs, err := filepath.Abs(filepath.Join(fixtures, "images"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,11 +211,11 @@ func TestPreprocessGoldenFails(t *testing.T) {
 
 	m11 := modelDir(t, map[string]string{"preprocessor_config.json": readFixture(t, "llama-3.2-11b-vision.preprocessor_config.json")})
 	fs := runPreprocessCheck(t, PreprocessGolden, &Inputs{Model: m11, Golden: golden})
-	if got := statuses(fs); !equalCounts(got, map[reports.Status]int{reports.StatusPass: 8, reports.StatusFail: 1}) {
+	if got := statuses(fs); !maps.Equal(got, map[reports.Status]int{reports.StatusPass: 8, reports.StatusFail: 1}) {
 		t.Fatalf("11B: statuses %v", got)
 	}
-	fs = runPreprocessCheck(t, PreprocessGolden, &Inputs{Model: filepath.Join(preprocessFixtures, "base"), Golden: golden})
-	if got := statuses(fs); !equalCounts(got, map[reports.Status]int{reports.StatusPass: 8, reports.StatusFail: 1}) {
+	fs = runPreprocessCheck(t, PreprocessGolden, &Inputs{Model: filepath.Join(fixtures, "base"), Golden: golden})
+	if got := statuses(fs); !maps.Equal(got, map[reports.Status]int{reports.StatusPass: 8, reports.StatusFail: 1}) {
 		t.Fatalf("tiny: statuses %v", got)
 	}
 	for _, f := range fs {
@@ -238,12 +225,12 @@ func TestPreprocessGoldenFails(t *testing.T) {
 	}
 
 	other := modelDir(t, map[string]string{"preprocessor_config.json": strings.Replace(readFixture(t, "base-hub/preprocessor_config.json"), `0.4578275`, `0.5`, 1)})
-	fs = runPreprocessCheck(t, PreprocessGolden, &Inputs{Model: other, Golden: preprocessFixtures})
-	if got := statuses(fs); !equalCounts(got, map[reports.Status]int{reports.StatusWarn: 1}) {
+	fs = runPreprocessCheck(t, PreprocessGolden, &Inputs{Model: other, Golden: fixtures})
+	if got := statuses(fs); !maps.Equal(got, map[reports.Status]int{reports.StatusWarn: 1}) {
 		t.Fatalf("unmatched config: statuses %v", got)
 	}
 	fs = runPreprocessCheck(t, PreprocessGolden, &Inputs{Model: other, Golden: t.TempDir()})
-	if got := statuses(fs); !equalCounts(got, map[reports.Status]int{reports.StatusSkip: 1}) {
+	if got := statuses(fs); !maps.Equal(got, map[reports.Status]int{reports.StatusSkip: 1}) {
 		t.Fatalf("no goldens: statuses %v", got)
 	}
 }

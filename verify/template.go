@@ -125,7 +125,7 @@ func reportTemplateDisagreements(p *Pass, ts *chat.Templates) {
 					continue
 				}
 				p.Warnf(string(a.Form)+" vs "+string(b.Form), "template %q differs between %s and %s (%s); %s",
-					name, a.Form, b.Form, templateTextDiff(a.Templates[name], b.Templates[name]), templateReaders(ts, a.Form, b.Form))
+					name, a.Form, b.Form, chat.DiffText(a.Templates[name], b.Templates[name], string(a.Form)), templateReaders(ts, a.Form, b.Form))
 			}
 		}
 	}
@@ -160,23 +160,6 @@ func templateReaders(ts *chat.Templates, a, b chat.Form) string {
 		return "no transformers 5.17 loader reads either, but other tools may (Ollama reads tokenizer_config.json)"
 	}
 	return strings.Join(says, ", ") + ": they render differently"
-}
-
-// templateTextDiff shows where two texts first differ, with some context.
-func templateTextDiff(want, got string) string {
-	i := 0
-	for i < len(want) && i < len(got) && want[i] == got[i] {
-		i++
-	}
-	lo := max(0, i-40)
-	clip := func(s string) string {
-		hi := min(len(s), i+60)
-		if lo >= hi {
-			return `""`
-		}
-		return fmt.Sprintf("%q", s[lo:hi])
-	}
-	return fmt.Sprintf("first difference at byte %d: %s vs %s", i, clip(want), clip(got))
 }
 
 // templateSuiteJSON is the built-in conversation suite of template.render: plain
@@ -273,16 +256,17 @@ func renderWith(ld *chat.Loaded, name string, req chat.Request) (renderOutcome, 
 	return renderOutcome{text: text}, nil
 }
 
-// compare describes how got differs from want, or "" when they agree.
-func compareOutcomes(want, got renderOutcome) string {
+// compareOutcomes describes how got differs from want (labelled wantName),
+// or "" when they agree.
+func compareOutcomes(want, got renderOutcome, wantName string) string {
 	switch {
 	case want.err != nil || got.err != nil:
 		if want.err != nil && got.err != nil && *want.err == *got.err {
 			return ""
 		}
-		return fmt.Sprintf("%s, want %s", got, want)
+		return fmt.Sprintf("%s (%s: %s)", got, wantName, want)
 	case want.text != got.text:
-		return templateTextDiff(want.text, got.text)
+		return chat.DiffText(want.text, got.text, wantName)
 	}
 	return ""
 }
@@ -356,7 +340,7 @@ template.`,
 					bad++
 					continue
 				}
-				if d := compareOutcomes(want, got); d != "" {
+				if d := compareOutcomes(want, got, "base"); d != "" {
 					p.Failf(string(l)+"/"+mc.name, "renders differently from the base: %s", d)
 					bad++
 				}
@@ -379,6 +363,23 @@ func templateGoldenLoader(ts *chat.Templates) (*chat.Loaded, error) {
 	return ts.For(chat.LoaderProcessor)
 }
 
+// chatGoldens reads the chat parts of --golden's goldens.json for
+// template.golden and tokenizer.golden. It skips the check and returns nil
+// when the file cannot be read or holds no cases of the kind (cases counts
+// them).
+func chatGoldens(p *Pass, kind string, cases func(*chat.Goldens) int) *chat.Goldens {
+	g, err := chat.LoadGoldens(filepath.Join(p.Golden, "goldens.json"))
+	if err != nil {
+		p.Skipf("goldens.json", "%v", err)
+		return nil
+	}
+	if cases(g) == 0 {
+		p.Skipf("goldens.json", "no %s cases", kind)
+		return nil
+	}
+	return g
+}
+
 // TemplateGolden compares renders with goldens.json.
 var TemplateGolden = &Check{
 	ID: "template.golden",
@@ -389,13 +390,8 @@ add_special_tokens=False. The text must match byte for byte and the ids exactly;
 raised must raise the same exception type and message. Fails per case.`,
 	Requires: []Input{NeedGolden},
 	Run: func(p *Pass) error {
-		g, err := chat.LoadGoldens(filepath.Join(p.Golden, "goldens.json"))
-		if err != nil {
-			p.Skipf("goldens.json", "%v", err)
-			return nil
-		}
-		if len(g.Templates) == 0 {
-			p.Skipf("goldens.json", "no template cases")
+		g := chatGoldens(p, "template", func(g *chat.Goldens) int { return len(g.Templates) })
+		if g == nil {
 			return nil
 		}
 		ts, err := chat.FindTemplates(p.Model)
@@ -433,14 +429,14 @@ raised must raise the same exception type and message. Fails per case.`,
 			} else {
 				want.err = &chat.TemplateError{Type: c.ErrorType, Message: c.Error}
 			}
-			if d := compareOutcomes(want, got); d != "" {
+			if d := compareOutcomes(want, got, "transformers"); d != "" {
 				p.Failf(name, "differs from transformers: %s", d)
 				bad++
 				continue
 			}
 			if c.Rendered != nil && c.InputIDs != nil {
 				if ids := tok.Encode(got.text, false); !slices.Equal(ids, c.InputIDs) {
-					p.Failf(name, "renders right but tokenizes differently: %s", idsDiff(c.InputIDs, ids))
+					p.Failf(name, "renders right but tokenizes differently: %s", chat.DiffIDs(c.InputIDs, ids, "golden"))
 					bad++
 				}
 			}
@@ -554,19 +550,4 @@ otherwise the model would look for image positions at the wrong id. Fails on any
 		}
 		return nil
 	},
-}
-
-// idsDiff describes where two id sequences part.
-func idsDiff(want, got []int) string {
-	i := 0
-	for i < len(want) && i < len(got) && want[i] == got[i] {
-		i++
-	}
-	at := func(s []int) string {
-		if i >= len(s) {
-			return "end"
-		}
-		return fmt.Sprint(s[i:min(len(s), i+8)])
-	}
-	return fmt.Sprintf("%d ids, want %d; first difference at position %d: %s, want %s", len(got), len(want), i, at(got), at(want))
 }

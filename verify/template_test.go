@@ -11,11 +11,6 @@ import (
 	"github.com/ckptgate/ckptgate/verify"
 )
 
-// chatFixture is the dev fixture made by transformers 5.17: base/ has the
-// 5.x side files, base-hub/ the 4.45 ones, goldens.json what HF rendered
-// and tokenized.
-const chatFixture = "../goldens/mllama-tiny-dev"
-
 // chatSideFiles are the files the template and tokenizer checks read.
 var chatSideFiles = []string{"chat_template.jinja", "chat_template.json", "tokenizer.json", "tokenizer_config.json",
 	"special_tokens_map.json", "config.json", "processor_config.json", "preprocessor_config.json"}
@@ -101,9 +96,9 @@ func TestChatChecksPassOnFixtures(t *testing.T) {
 	for _, tc := range []struct{ model, base string }{{"base", "base-hub"}, {"base-hub", "base"}} {
 		t.Run(tc.model, func(t *testing.T) {
 			fs := runChatChecks(t, allChatChecks(), &verify.Inputs{
-				Model:  filepath.Join(chatFixture, tc.model),
-				Base:   filepath.Join(chatFixture, tc.base),
-				Golden: chatFixture,
+				Model:  filepath.Join(fx, tc.model),
+				Base:   filepath.Join(fx, tc.base),
+				Golden: fx,
 			})
 			if bad := append(byStatus(fs, reports.StatusFail), byStatus(fs, reports.StatusWarn)...); len(bad) > 0 {
 				t.Fatalf("findings:\n%s", strings.Join(bad, "\n"))
@@ -128,13 +123,13 @@ func TestChatChecksPassOnFixtures(t *testing.T) {
 // TestTemplateDiffersFromBase: a model whose template changed one date
 // renders differently from the base and from the goldens.
 func TestTemplateDiffersFromBase(t *testing.T) {
-	model := chatModelFrom(t, filepath.Join(chatFixture, "base"))
+	model := chatModelFrom(t, filepath.Join(fx, "base"))
 	b, err := os.ReadFile(filepath.Join(model, "chat_template.jinja"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	chatWrite(t, model, "chat_template.jinja", []byte(strings.Replace(string(b), "December 2023", "December 2024", 1)))
-	fs := runChatChecks(t, verify.TemplateChecks, &verify.Inputs{Model: model, Base: filepath.Join(chatFixture, "base"), Golden: chatFixture})
+	fs := runChatChecks(t, verify.TemplateChecks, &verify.Inputs{Model: model, Base: filepath.Join(fx, "base"), Golden: fx})
 	if !failedWith(fs, "template.render", "tokenizer/text", "renders differently from the base", `December 2024\nToday Date`) {
 		t.Errorf("template.render did not fail on the changed template:\n%s", strings.Join(byStatus(fs, reports.StatusFail), "\n"))
 	}
@@ -151,7 +146,7 @@ func TestTemplateDiffersFromBase(t *testing.T) {
 // a different chat_template.json. template.present warns, naming the
 // loader that reads each; template.render fails for the processor only.
 func TestTemplateFormsDisagree(t *testing.T) {
-	model := chatModelFrom(t, filepath.Join(chatFixture, "base"))
+	model := chatModelFrom(t, filepath.Join(fx, "base"))
 	b, err := os.ReadFile(filepath.Join(model, "chat_template.jinja"))
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +156,7 @@ func TestTemplateFormsDisagree(t *testing.T) {
 		t.Fatal(err)
 	}
 	chatWrite(t, model, "chat_template.json", js)
-	fs := runChatChecks(t, verify.TemplateChecks, &verify.Inputs{Model: model, Base: filepath.Join(chatFixture, "base")})
+	fs := runChatChecks(t, verify.TemplateChecks, &verify.Inputs{Model: model, Base: filepath.Join(fx, "base")})
 	warned := false
 	for _, w := range byStatus(fs, reports.StatusWarn) {
 		if strings.HasPrefix(w, "template.present") && strings.Contains(w, "tokenizer uses chat_template.jinja") && strings.Contains(w, "processor uses chat_template.json") {
@@ -182,11 +177,11 @@ func TestTemplateFormsDisagree(t *testing.T) {
 // TestTemplateMissing: a model without any template, beside a base with
 // one, fails template.present and template.render.
 func TestTemplateMissing(t *testing.T) {
-	model := chatModelFrom(t, filepath.Join(chatFixture, "base"))
+	model := chatModelFrom(t, filepath.Join(fx, "base"))
 	if err := os.Remove(filepath.Join(model, "chat_template.jinja")); err != nil {
 		t.Fatal(err)
 	}
-	fs := runChatChecks(t, []*verify.Check{verify.TemplatePresent, verify.TemplateRender}, &verify.Inputs{Model: model, Base: filepath.Join(chatFixture, "base-hub")})
+	fs := runChatChecks(t, []*verify.Check{verify.TemplatePresent, verify.TemplateRender}, &verify.Inputs{Model: model, Base: filepath.Join(fx, "base-hub")})
 	if !failedWith(fs, "template.present", "stores no chat template", "tokenizer_config.json + chat_template.json") {
 		t.Errorf("template.present:\n%s", strings.Join(byStatus(fs, reports.StatusFail), "\n"))
 	}
@@ -198,7 +193,7 @@ func TestTemplateMissing(t *testing.T) {
 // TestImageTokenMismatch: config.json pointing image_token_index at another
 // id fails template.image_token.
 func TestImageTokenMismatch(t *testing.T) {
-	model := chatModelFrom(t, filepath.Join(chatFixture, "base"))
+	model := chatModelFrom(t, filepath.Join(fx, "base"))
 	b, err := os.ReadFile(filepath.Join(model, "config.json"))
 	if err != nil {
 		t.Fatal(err)

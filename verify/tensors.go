@@ -2,7 +2,9 @@ package verify
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -88,7 +90,7 @@ var TensorsShape = &Check{
 			if !ok {
 				continue
 			}
-			if !equalShape(bt.Shape, t.Shape) {
+			if !slices.Equal(bt.Shape, t.Shape) {
 				bad++
 				p.Failf(t.Name, "shape %v, base %v", t.Shape, bt.Shape)
 			}
@@ -144,14 +146,8 @@ func countList(m map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
-func keys(m map[string]int) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+// keys lists m's keys, sorted.
+func keys(m map[string]int) []string { return slices.Sorted(maps.Keys(m)) }
 
 // TensorsChecksum reports and compares per-tensor checksums.
 var TensorsChecksum = &Check{
@@ -179,7 +175,7 @@ must match in dtype, shape and sha256.`,
 			case !ok:
 				bad++
 				p.Failf(t.Name, "not in the manifest")
-			case e.DType != t.DType.String() || !equalShape(e.Shape, t.Shape):
+			case e.DType != t.DType.String() || !slices.Equal(e.Shape, t.Shape):
 				bad++
 				p.Failf(t.Name, "%v %v, manifest %s %v", t.DType, t.Shape, e.DType, e.Shape)
 			case e.SHA256 != t.SHA256:

@@ -169,13 +169,8 @@ For each case of goldens.json "tokenizer": the ids with add_special_tokens=False
 prepended by the post-processor) and the decoded text must all match. Fails per case.`,
 	Requires: []Input{NeedGolden},
 	Run: func(p *Pass) error {
-		g, err := chat.LoadGoldens(filepath.Join(p.Golden, "goldens.json"))
-		if err != nil {
-			p.Skipf("goldens.json", "%v", err)
-			return nil
-		}
-		if len(g.Tokenizer) == 0 {
-			p.Skipf("goldens.json", "no tokenizer cases")
+		g := chatGoldens(p, "tokenizer", func(g *chat.Goldens) int { return len(g.Tokenizer) })
+		if g == nil {
 			return nil
 		}
 		tok, err := loadTokenizer(p.Model)
@@ -187,12 +182,12 @@ prepended by the post-processor) and the decoded text must all match. Fails per 
 		for _, c := range g.Tokenizer {
 			subject := fmt.Sprintf("%.40q", c.Text)
 			if ids := tok.Encode(c.Text, false); !slices.Equal(ids, c.IDs) {
-				p.Failf(subject, "ids: %s", idsDiff(c.IDs, ids))
+				p.Failf(subject, "ids: %s", chat.DiffIDs(c.IDs, ids, "golden"))
 				bad++
 				continue
 			}
 			if ids := tok.Encode(c.Text, true); !slices.Equal(ids, c.IDsWithBOS) {
-				p.Failf(subject, "ids with special tokens: %s", idsDiff(c.IDsWithBOS, ids))
+				p.Failf(subject, "ids with special tokens: %s", chat.DiffIDs(c.IDsWithBOS, ids, "golden"))
 				bad++
 				continue
 			}

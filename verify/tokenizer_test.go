@@ -50,9 +50,9 @@ func withoutAddedToken(t *testing.T, dir, content string) {
 // template.special_tokens, tokenizer.vocab, tokenizer.fingerprint and
 // tokenizer.golden, each naming what is wrong.
 func TestSpecialTokenMissing(t *testing.T) {
-	model := chatModelFrom(t, filepath.Join(chatFixture, "base"))
+	model := chatModelFrom(t, filepath.Join(fx, "base"))
 	withoutAddedToken(t, model, "<|eot_id|>")
-	in := &verify.Inputs{Model: model, Base: filepath.Join(chatFixture, "base-hub"), Golden: chatFixture}
+	in := &verify.Inputs{Model: model, Base: filepath.Join(fx, "base-hub"), Golden: fx}
 	fs := runChatChecks(t, []*verify.Check{verify.TemplateSpecialTokens, verify.TokenizerVocab, verify.TokenizerFingerprint, verify.TokenizerGolden}, in)
 	for _, want := range []struct {
 		id    string
@@ -77,13 +77,13 @@ func TestSpecialTokenMissing(t *testing.T) {
 // warning of tokenizer.vocab (the vocabulary is unchanged) and changes the
 // renders, which template.render catches.
 func TestTokenizerBOSChanged(t *testing.T) {
-	model := chatModelFrom(t, filepath.Join(chatFixture, "base"))
+	model := chatModelFrom(t, filepath.Join(fx, "base"))
 	b, err := os.ReadFile(filepath.Join(model, "tokenizer_config.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	chatWrite(t, model, "tokenizer_config.json", []byte(strings.Replace(string(b), `"bos_token": "<|begin_of_text|>"`, `"bos_token": "<|end_of_text|>"`, 1)))
-	in := &verify.Inputs{Model: model, Base: filepath.Join(chatFixture, "base")}
+	in := &verify.Inputs{Model: model, Base: filepath.Join(fx, "base")}
 	fs := runChatChecks(t, []*verify.Check{verify.TokenizerVocab, verify.TemplateRender}, in)
 	warned := false
 	for _, w := range byStatus(fs, reports.StatusWarn) {

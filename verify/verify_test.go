@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ckptgate/ckptgate/convert"
+	"github.com/ckptgate/ckptgate/internal/dcp/dcptest"
 	"github.com/ckptgate/ckptgate/internal/dtype"
 	"github.com/ckptgate/ckptgate/internal/safetensors"
 	"github.com/ckptgate/ckptgate/reports"
@@ -65,34 +65,6 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(convRoot)
 	}
 	os.Exit(code)
-}
-
-func copyDir(t *testing.T, src string) string {
-	t.Helper()
-	dst := filepath.Join(t.TempDir(), "model")
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		in, err := os.Open(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := os.Create(filepath.Join(dst, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			t.Fatal(err)
-		}
-		in.Close()
-		out.Close()
-	}
-	return dst
 }
 
 func runVerify(t *testing.T, in *verify.Inputs) *reports.Report {
@@ -207,19 +179,19 @@ type tamper struct {
 	apply  func(t *testing.T, dir string)
 }
 
+// readTensor reads a tensor of dir/model.safetensors and its offset in the
+// file.
 func readTensor(t *testing.T, dir, name string) ([]byte, int64) {
+	t.Helper()
 	f, err := safetensors.Open(filepath.Join(dir, "model.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	ti, ok := f.Tensor(name)
-	if !ok {
-		t.Fatalf("no %s", name)
+	b, ti, err := f.ReadBytes(name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	b := make([]byte, ti.NumBytes())
-	sr, _ := f.Section(name)
-	io.ReadFull(sr, b)
 	return b, f.Header.DataStart() + ti.Begin
 }
 
@@ -288,7 +260,7 @@ func TestTamperedOutputsFail(t *testing.T) {
 				run = "fsdp1"
 			}
 			in := openSource(t, run)
-			in.Model = copyDir(t, convertRun(t, run, dtype.BF16))
+			in.Model = dcptest.CopyRun(t, convertRun(t, run, dtype.BF16))
 			c.apply(t, in.Model)
 			if c.policy != "" {
 				p, _ := verify.LoadPolicy(c.policy)

@@ -2,11 +2,12 @@ package main
 
 import (
 	"encoding/binary"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ckptgate/ckptgate/internal/dcp/dcptest"
 )
 
 // safetensorsCorruptions damage a copy of a real safetensors file written
@@ -51,30 +52,13 @@ func replaceHeader(raw []byte, old, new string) []byte {
 	return raw
 }
 
-func copyTree(t *testing.T, src string) string {
-	t.Helper()
-	dst := filepath.Join(t.TempDir(), filepath.Base(src))
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ents, _ := os.ReadDir(src)
-	for _, e := range ents {
-		in, _ := os.Open(filepath.Join(src, e.Name()))
-		out, _ := os.Create(filepath.Join(dst, e.Name()))
-		io.Copy(out, in)
-		in.Close()
-		out.Close()
-	}
-	return dst
-}
-
 // A corrupt base is bad input for convert (exit 2, the file and the rule
 // named, nothing written); a corrupt converted model is what verify is for
 // (exit 1, safetensors.header failing).
 func TestCorruptSafetensorsCorpus(t *testing.T) {
 	for _, c := range safetensorsCorruptions {
 		t.Run(c.name, func(t *testing.T) {
-			base := copyTree(t, filepath.Join(fixtures, "base"))
+			base := dcptest.CopyRun(t, filepath.Join(fixtures, "base"))
 			p := filepath.Join(base, "model.safetensors")
 			raw, err := os.ReadFile(p)
 			if err != nil {

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -187,11 +189,7 @@ func printRecorded(cmd *cobra.Command, g *golden.Golden, out string, asJSON bool
 	fmt.Fprintf(w, "recorded %s: %d side files, %d tensors, %d source tensors, %d renders, %d encodings, %d images, %d forward prompts\n",
 		filepath.Join(out, golden.FileName), len(g.Files), n(g.Weights != nil, lenTensors(g.Weights)), n(g.Source != nil, lenSource(g.Source)),
 		len(g.Renders), len(g.Encodings), len(g.Preprocess), len(g.Forward))
-	keys := make([]string, 0, len(g.Missing))
-	for k := range g.Missing {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(g.Missing))
 	for _, k := range keys {
 		fmt.Fprintf(w, "  not recorded: %s: %s\n", k, g.Missing[k])
 	}

@@ -1,19 +1,13 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
-	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
-	"github.com/ckptgate/ckptgate/internal/dtype"
 	"github.com/ckptgate/ckptgate/internal/exit"
-	"github.com/ckptgate/ckptgate/internal/safetensors"
 	"github.com/ckptgate/ckptgate/internal/vision"
 )
 
@@ -69,7 +63,7 @@ Exit codes: 0 ok, 2 bad image, config or flags, 3 internal error.`,
 				return exit.BadInputError(fmt.Errorf("%s with %s: %w", imagePath, cfg.Path, err))
 			}
 			if out != "" {
-				if err := writePixelValues(out, r); err != nil {
+				if err := writeF32Tensor(out, "pixel_values", r.Shape(), r.PixelValues); err != nil {
 					return err
 				}
 			}
@@ -108,40 +102,4 @@ func printPreprocess(w io.Writer, o preprocessOutput) {
 	if o.Out != "" {
 		fmt.Fprintf(w, "pixel_values       F32 %v → %s\n", o.PixelValuesShape, o.Out)
 	}
-}
-
-// writePixelValues writes r's pixel_values as the only tensor of a
-// safetensors file, laid out as the Rust writer would, atomically: a
-// temporary file beside the target, renamed when complete.
-func writePixelValues(path string, r *vision.Result) (err error) {
-	l, err := safetensors.NewLayout(map[string]string{"format": "pt"}, []safetensors.Entry{
-		{Name: "pixel_values", DType: dtype.F32, Shape: r.Shape()},
-	})
-	if err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	data := make([]byte, 4*len(r.PixelValues))
-	for i, v := range r.PixelValues {
-		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
-	}
-	if _, err = f.Write(l.Header); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

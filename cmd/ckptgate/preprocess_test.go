@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,41 +11,19 @@ import (
 	"github.com/ckptgate/ckptgate/internal/safetensors"
 )
 
-const preprocessFixtures = "../../goldens/mllama-tiny-dev"
-
-// runPreprocess runs `ckptgate preprocess args…` and returns stdout and the
-// exit code.
-func runPreprocess(t *testing.T, args ...string) (string, int, error) {
-	t.Helper()
-	root := newRoot()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(io.Discard)
-	root.SetArgs(append([]string{"preprocess"}, args...))
-	err := root.Execute()
-	return out.String(), exit.Code(err), err
-}
-
-func tensorBytes(t *testing.T, path, name string) ([]byte, []int64) {
+// readTensor reads one tensor of a safetensors file.
+func readTensor(t *testing.T, path, name string) ([]byte, safetensors.TensorInfo) {
 	t.Helper()
 	f, err := safetensors.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	info, ok := f.Tensor(name)
-	if !ok {
-		t.Fatalf("%s: no %s", path, name)
-	}
-	sr, err := f.Section(name)
+	b, info, err := f.ReadBytes(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := io.ReadAll(sr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b, info.Shape
+	return b, info
 }
 
 // TestPreprocessCommandGolden: the image and processor of the forward
@@ -54,10 +31,10 @@ func tensorBytes(t *testing.T, path, name string) ([]byte, []int64) {
 // aspect-ratio id and mask.
 func TestPreprocessCommandGolden(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "pv.safetensors")
-	stdout, code, err := runPreprocess(t, "--model", filepath.Join(preprocessFixtures, "base"),
-		"--image", filepath.Join(preprocessFixtures, "images", "landscape_800x600.png"), "--out", out, "--json")
+	stdout, stderr, code := runCLI(t, "preprocess", "--model", filepath.Join(fixtures, "base"),
+		"--image", filepath.Join(fixtures, "images", "landscape_800x600.png"), "--out", out, "--json")
 	if code != 0 {
-		t.Fatalf("exit %d: %v", code, err)
+		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	var o preprocessOutput
 	if err := json.Unmarshal([]byte(stdout), &o); err != nil {
@@ -66,8 +43,9 @@ func TestPreprocessCommandGolden(t *testing.T) {
 	if o.AspectRatioID != 6 || o.NumTiles != 4 || len(o.AspectRatioMask) != 4 || o.Out != out {
 		t.Errorf("output %+v", o)
 	}
-	got, shape := tensorBytes(t, out, "pixel_values")
-	want, _ := tensorBytes(t, filepath.Join(preprocessFixtures, "golden-image_user.safetensors"), "pixel_values")
+	got, info := readTensor(t, out, "pixel_values")
+	want, _ := readTensor(t, filepath.Join(fixtures, "golden-image_user.safetensors"), "pixel_values")
+	shape := info.Shape
 	if len(shape) != 4 || shape[0] != 4 || shape[1] != 3 || shape[2] != 56 || shape[3] != 56 {
 		t.Errorf("shape %v", shape)
 	}
@@ -77,10 +55,10 @@ func TestPreprocessCommandGolden(t *testing.T) {
 }
 
 func TestPreprocessCommandErrors(t *testing.T) {
-	base := filepath.Join(preprocessFixtures, "base")
-	img := filepath.Join(preprocessFixtures, "images", "tiny_50x30.png")
-	notImage := filepath.Join(preprocessFixtures, "FIXTURES.md")
-	noConfig := filepath.Join(preprocessFixtures, "ref")
+	base := filepath.Join(fixtures, "base")
+	img := filepath.Join(fixtures, "images", "tiny_50x30.png")
+	notImage := filepath.Join(fixtures, "FIXTURES.md")
+	noConfig := filepath.Join(fixtures, "ref")
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -93,9 +71,9 @@ func TestPreprocessCommandErrors(t *testing.T) {
 		{"positional", []string{"--model", base, "--image", img, "extra"}, "extra"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, code, err := runPreprocess(t, tc.args...)
-			if code != exit.BadInput || err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("exit %d, error %v; want %d naming %q", code, err, exit.BadInput, tc.want)
+			_, stderr, code := runCLI(t, append([]string{"preprocess"}, tc.args...)...)
+			if code != exit.BadInput || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want %d naming %q", code, stderr, exit.BadInput, tc.want)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ckptgate/ckptgate/internal/atomicfile"
 	"github.com/ckptgate/ckptgate/internal/exit"
 	"github.com/ckptgate/ckptgate/reports"
 )
@@ -41,7 +42,7 @@ code is 0 once the rendering is written.`,
 			if out == "" {
 				return r.Render(cmd.OutOrStdout(), f)
 			}
-			return reports.WriteFileAtomic(out, func(w io.Writer) error { return r.Render(w, f) })
+			return atomicfile.Write(out, func(w io.Writer) error { return r.Render(w, f) })
 		},
 	}
 	cmd.Flags().StringVar(&in, "in", "", "report.json to render (required)")

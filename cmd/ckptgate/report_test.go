@@ -46,20 +46,6 @@ func reportFixture(t *testing.T) (*reports.Report, string) {
 	return r, path
 }
 
-func runReport(args ...string) (string, string, int) {
-	root := newRoot()
-	var out, errb bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	root.SetArgs(append([]string{"report"}, args...))
-	err := root.Execute()
-	msg := ""
-	if err != nil {
-		msg = err.Error()
-	}
-	return out.String(), msg, exit.Code(err)
-}
-
 func TestReportCommandFormats(t *testing.T) {
 	r, in := reportFixture(t)
 	dir := t.TempDir()
@@ -69,20 +55,20 @@ func TestReportCommandFormats(t *testing.T) {
 			if err := r.Render(&want, f); err != nil {
 				t.Fatal(err)
 			}
-			stdout, msg, code := runReport("--in", in, "--format", string(f))
+			stdout, stderr, code := runCLI(t, "report", "--in", in, "--format", string(f))
 			if code != exit.OK || stdout != want.String() {
-				t.Errorf("stdout: exit %d (%s), output equal to the rendering: %v", code, msg, stdout == want.String())
+				t.Errorf("stdout: exit %d (%s), output equal to the rendering: %v", code, stderr, stdout == want.String())
 			}
 			out := filepath.Join(dir, f.FileName())
-			stdout, msg, code = runReport("--in", in, "--format", string(f), "--out", out)
+			stdout, stderr, code = runCLI(t, "report", "--in", in, "--format", string(f), "--out", out)
 			got, err := os.ReadFile(out)
 			if code != exit.OK || err != nil || string(got) != want.String() || stdout != "" {
-				t.Errorf("--out: exit %d (%s), read %v, file equal to the rendering: %v, stdout %q", code, msg, err, string(got) == want.String(), stdout)
+				t.Errorf("--out: exit %d (%s), read %v, file equal to the rendering: %v, stdout %q", code, stderr, err, string(got) == want.String(), stdout)
 			}
 		})
 	}
 	// Markdown is the default, and a failing report renders with exit 0.
-	stdout, _, code := runReport("--in", in)
+	stdout, _, code := runCLI(t, "report", "--in", in)
 	if code != exit.OK || !strings.HasPrefix(stdout, "## ❌ ckptgate verify: FAIL") {
 		t.Errorf("default format: exit %d, output starts %.40q", code, stdout)
 	}
@@ -118,12 +104,12 @@ func TestReportCommandBadInput(t *testing.T) {
 		{"--out in a missing directory", []string{"--in", in, "--out", filepath.Join(dir, "no", "such", "r.md")}, "r.md"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, msg, code := runReport(tc.args...)
+			_, stderr, code := runCLI(t, append([]string{"report"}, tc.args...)...)
 			if code != exit.BadInput {
-				t.Errorf("exit %d (%s), want %d", code, msg, exit.BadInput)
+				t.Errorf("exit %d (%s), want %d", code, stderr, exit.BadInput)
 			}
-			if !strings.Contains(msg, tc.want) {
-				t.Errorf("error %q does not say %q", msg, tc.want)
+			if !strings.Contains(stderr, tc.want) {
+				t.Errorf("stderr %q does not say %q", stderr, tc.want)
 			}
 		})
 	}

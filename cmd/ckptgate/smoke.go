@@ -1,15 +1,12 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"image"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"runtime"
 	"time"
 
@@ -17,10 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ckptgate/ckptgate/internal/chat"
-	"github.com/ckptgate/ckptgate/internal/dtype"
 	"github.com/ckptgate/ckptgate/internal/exit"
 	"github.com/ckptgate/ckptgate/internal/mllama"
-	"github.com/ckptgate/ckptgate/internal/safetensors"
 	"github.com/ckptgate/ckptgate/internal/vision"
 )
 
@@ -174,7 +169,7 @@ flags; 3 internal error.`,
 			}
 			out.EntropyNats = jsonNum(mllama.Entropy(gen.Logits))
 			if logitsOut != "" {
-				if err := writeLastLogits(logitsOut, gen.Logits); err != nil {
+				if err := writeF32Tensor(logitsOut, "last_logits", []int64{int64(len(gen.Logits))}, gen.Logits); err != nil {
 					return err
 				}
 			}
@@ -250,40 +245,4 @@ func printSmoke(w io.Writer, o *smokeOutput, asJSON bool) error {
 		fmt.Fprintf(w, "logits      last_logits → %s\n", o.LogitsOut)
 	}
 	return nil
-}
-
-// writeLastLogits writes last_logits as the only tensor of a safetensors
-// file, atomically: a temporary file beside the target, renamed when
-// complete.
-func writeLastLogits(path string, logits []float32) (err error) {
-	l, err := safetensors.NewLayout(map[string]string{"format": "pt"}, []safetensors.Entry{
-		{Name: "last_logits", DType: dtype.F32, Shape: []int64{int64(len(logits))}},
-	})
-	if err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return exit.BadInputError(err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	data := make([]byte, 4*len(logits))
-	for i, v := range logits {
-		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
-	}
-	if _, err = f.Write(l.Header); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -1,45 +1,32 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/ckptgate/ckptgate/convert"
+	"github.com/ckptgate/ckptgate/internal/dcp/dcptest"
 	"github.com/ckptgate/ckptgate/internal/dtype"
 	"github.com/ckptgate/ckptgate/internal/exit"
 	"github.com/ckptgate/ckptgate/internal/safetensors"
 )
-
-const smokeFixtures = "../../goldens/mllama-tiny-dev"
 
 // smokeFsdp1 converts runs/fsdp1 to float32: the model the forward goldens
 // were computed on.
 func smokeFsdp1(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "fsdp1")
-	if _, err := convert.Run(context.Background(), filepath.Join(smokeFixtures, "runs", "fsdp1"),
-		filepath.Join(smokeFixtures, "base"), dir, convert.Options{DType: dtype.F32, SkipPreflight: true}); err != nil {
+	if _, err := convert.Run(context.Background(), filepath.Join(fixtures, "runs", "fsdp1"),
+		filepath.Join(fixtures, "base"), dir, convert.Options{DType: dtype.F32, SkipPreflight: true}); err != nil {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-func runSmoke(t *testing.T, args ...string) (string, int, error) {
-	t.Helper()
-	root := newRoot()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(io.Discard)
-	root.SetArgs(append([]string{"smoke"}, args...))
-	err := root.Execute()
-	return out.String(), exit.Code(err), err
 }
 
 type smokeGolden struct {
@@ -52,7 +39,7 @@ type smokeGolden struct {
 
 func smokeGoldens(t *testing.T) (map[string]smokeGolden, map[string]json.RawMessage) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(smokeFixtures, "goldens.json"))
+	b, err := os.ReadFile(filepath.Join(fixtures, "goldens.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,24 +59,16 @@ func smokeGoldens(t *testing.T) (map[string]smokeGolden, map[string]json.RawMess
 	return g.Forward, msgs
 }
 
+// readF32 reads an F32 tensor of a safetensors file.
 func readF32(t *testing.T, path, name string) []float32 {
 	t.Helper()
-	f, err := safetensors.Open(path)
-	if err != nil {
-		t.Fatal(err)
+	b, info := readTensor(t, path, name)
+	if info.DType != dtype.F32 {
+		t.Fatalf("%s: %s is %v, want F32", path, name, info.DType)
 	}
-	defer f.Close()
-	sr, err := f.Section(name)
-	if err != nil {
+	out := make([]float32, info.NumElements())
+	if err := dtype.ToFloat32(out, b, info.DType); err != nil {
 		t.Fatal(err)
-	}
-	b, err := io.ReadAll(sr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]float32, len(b)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 	}
 	return out
 }
@@ -104,7 +83,7 @@ func TestSmokeGoldens(t *testing.T) {
 	if err := os.WriteFile(msgFile, msgs["image_user"], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	image := filepath.Join(smokeFixtures, "images", "landscape_800x600.png")
+	image := filepath.Join(fixtures, "images", "landscape_800x600.png")
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -113,10 +92,10 @@ func TestSmokeGoldens(t *testing.T) {
 		{"image_user", []string{"--messages", msgFile, "--image", image}},
 	} {
 		logits := filepath.Join(t.TempDir(), "logits.safetensors")
-		args := append([]string{"--model", model, "--date-string", "27 Nov 2026", "--json", "--logits-out", logits}, tc.args...)
-		stdout, code, err := runSmoke(t, args...)
+		args := append([]string{"smoke", "--model", model, "--date-string", "27 Nov 2026", "--json", "--logits-out", logits}, tc.args...)
+		stdout, stderr, code := runCLI(t, args...)
 		if code != 0 {
-			t.Fatalf("%s: exit %d: %v", tc.name, code, err)
+			t.Fatalf("%s: exit %d: %s", tc.name, code, stderr)
 		}
 		var got struct {
 			Text      string    `json:"text"`
@@ -136,7 +115,7 @@ func TestSmokeGoldens(t *testing.T) {
 			what      string
 			got, want []int
 		}{{"input_ids", got.InputIDs, g.InputIDs}, {"top_ids", got.TopIDs, g.TopIDs}, {"generated", got.Generated, g.Generated}} {
-			if !equalIntSlices(c.got, c.want) {
+			if !slices.Equal(c.got, c.want) {
 				t.Errorf("%s: %s %v, want %v", tc.name, c.what, c.got, c.want)
 			}
 		}
@@ -146,7 +125,7 @@ func TestSmokeGoldens(t *testing.T) {
 			}
 		}
 		mine := readF32(t, logits, "last_logits")
-		ref := readF32(t, filepath.Join(smokeFixtures, "golden-"+tc.name+".safetensors"), "last_logits")
+		ref := readF32(t, filepath.Join(fixtures, "golden-"+tc.name+".safetensors"), "last_logits")
 		if len(mine) != len(ref) {
 			t.Fatalf("%s: %d logits, want %d", tc.name, len(mine), len(ref))
 		}
@@ -161,24 +140,9 @@ func TestSmokeGoldens(t *testing.T) {
 	}
 }
 
-func equalIntSlices(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // TestSmokeNaNLogits: a model whose lm_head holds NaN exits 1.
 func TestSmokeNaNLogits(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "base")
-	if err := os.CopyFS(dir, os.DirFS(filepath.Join(smokeFixtures, "base"))); err != nil {
-		t.Fatal(err)
-	}
+	dir := dcptest.CopyRun(t, filepath.Join(fixtures, "base"))
 	path := filepath.Join(dir, "model.safetensors")
 	f, err := safetensors.Open(path)
 	if err != nil {
@@ -199,9 +163,9 @@ func TestSmokeNaNLogits(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Close()
-	stdout, code, err := runSmoke(t, "--model", dir, "--prompt", "Hi", "--max-new-tokens", "1", "--json")
+	stdout, stderr, code := runCLI(t, "smoke", "--model", dir, "--prompt", "Hi", "--max-new-tokens", "1", "--json")
 	if code != exit.CheckFailed {
-		t.Errorf("exit %d (%v), want %d", code, err, exit.CheckFailed)
+		t.Errorf("exit %d (%s), want %d", code, stderr, exit.CheckFailed)
 	}
 	if !json.Valid([]byte(stdout)) {
 		t.Errorf("--json output is not JSON:\n%s", stdout)
@@ -209,8 +173,8 @@ func TestSmokeNaNLogits(t *testing.T) {
 }
 
 func TestSmokeUsage(t *testing.T) {
-	base := filepath.Join(smokeFixtures, "base")
-	image := filepath.Join(smokeFixtures, "images", "landscape_800x600.png")
+	base := filepath.Join(fixtures, "base")
+	image := filepath.Join(fixtures, "images", "landscape_800x600.png")
 	noImage := filepath.Join(t.TempDir(), "text.json")
 	if err := os.WriteFile(noImage, []byte(`[{"role": "user", "content": "Hi"}]`), 0o644); err != nil {
 		t.Fatal(err)
@@ -227,8 +191,8 @@ func TestSmokeUsage(t *testing.T) {
 		{"image without token", []string{"--model", base, "--messages", noImage, "--image", image}},
 		{"negative tokens", []string{"--model", base, "--prompt", "Hi", "--max-new-tokens", "-1"}},
 	} {
-		if _, code, err := runSmoke(t, tc.args...); code != exit.BadInput {
-			t.Errorf("%s: exit %d (%v), want %d", tc.name, code, err, exit.BadInput)
+		if _, stderr, code := runCLI(t, append([]string{"smoke"}, tc.args...)...); code != exit.BadInput {
+			t.Errorf("%s: exit %d (%s), want %d", tc.name, code, stderr, exit.BadInput)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -14,25 +13,10 @@ import (
 	"github.com/ckptgate/ckptgate/internal/exit"
 )
 
-const templateFixture = "../../goldens/mllama-tiny-dev"
-
-// runTemplateCLI runs ckptgate with args and returns stdout, stderr and the
-// exit code.
-func runTemplateCLI(t *testing.T, args ...string) (string, string, int) {
-	t.Helper()
-	root := newRoot()
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(args)
-	err := root.Execute()
-	return out.String(), errOut.String(), exit.Code(err)
-}
-
 // goldenFiles writes a golden case's messages (and tools) to files.
 func goldenFiles(t *testing.T, name string) (chat.TemplateCase, string, string) {
 	t.Helper()
-	g, err := chat.LoadGoldens(filepath.Join(templateFixture, "goldens.json"))
+	g, err := chat.LoadGoldens(filepath.Join(fixtures, "goldens.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +54,7 @@ func TestTemplateRenderGoldens(t *testing.T) {
 		for _, name := range []string{"image_user", "system_text", "tools", "no_generation_prompt"} {
 			t.Run(model+"/"+name, func(t *testing.T) {
 				c, msgs, tools := goldenFiles(t, name)
-				args := []string{"template", "render", "--model", filepath.Join(templateFixture, model), "--messages", msgs, "--date-string", "27 Nov 2026"}
+				args := []string{"template", "render", "--model", filepath.Join(fixtures, model), "--messages", msgs, "--date-string", "27 Nov 2026"}
 				withIDs := name == "tools"
 				if withIDs {
 					args = append(args, "--tokens")
@@ -81,7 +65,7 @@ func TestTemplateRenderGoldens(t *testing.T) {
 				if tools != "" {
 					args = append(args, "--tools", tools)
 				}
-				out, errOut, code := runTemplateCLI(t, args...)
+				out, errOut, code := runCLI(t, args...)
 				if code != 0 {
 					t.Fatalf("exit %d: %s", code, errOut)
 				}
@@ -113,7 +97,7 @@ func TestTemplateRenderGoldens(t *testing.T) {
 // with the template's message on stderr.
 func TestTemplateRenderRaises(t *testing.T) {
 	c, msgs, _ := goldenFiles(t, "image_with_system_raises")
-	out, errOut, code := runTemplateCLI(t, "template", "render", "--model", filepath.Join(templateFixture, "base"), "--messages", msgs, "--date-string", "27 Nov 2026")
+	out, errOut, code := runCLI(t, "template", "render", "--model", filepath.Join(fixtures, "base"), "--messages", msgs, "--date-string", "27 Nov 2026")
 	if code != exit.CheckFailed || out != "" {
 		t.Fatalf("exit %d, stdout %q; want 1 and nothing", code, out)
 	}
@@ -134,7 +118,7 @@ func TestTemplateRenderBadInput(t *testing.T) {
 	if err := os.WriteFile(empty, []byte(`[]`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	base := filepath.Join(templateFixture, "base")
+	base := filepath.Join(fixtures, "base")
 	for _, args := range [][]string{
 		{"--model", base},
 		{"--model", base, "--messages", filepath.Join(dir, "missing.json")},
@@ -146,12 +130,12 @@ func TestTemplateRenderBadInput(t *testing.T) {
 		{"--model", base, "--messages", msgs, "extra"},
 		{"--model", base, "--messages", msgs, "--no-such-flag"},
 	} {
-		_, errOut, code := runTemplateCLI(t, append([]string{"template", "render"}, args...)...)
+		_, errOut, code := runCLI(t, append([]string{"template", "render"}, args...)...)
 		if code != exit.BadInput {
 			t.Errorf("%v: exit %d (%s), want 2", args, code, errOut)
 		}
 	}
-	if _, _, code := runTemplateCLI(t, "template", "no-such-subcommand"); code != exit.BadInput {
+	if _, _, code := runCLI(t, "template", "no-such-subcommand"); code != exit.BadInput {
 		t.Errorf("template no-such-subcommand: exit %d, want 2", code)
 	}
 }

@@ -102,3 +102,39 @@ func unionIDs[V any](a, b map[int]V) []int {
 	sort.Ints(ids)
 	return ids
 }
+
+// DiffText says where got first differs from want, for texts that differ:
+// the byte offset and a quoted excerpt of each around it, want's labelled
+// wantName ("golden", "base", …).
+func DiffText(want, got, wantName string) string {
+	i := commonPrefix([]byte(want), []byte(got))
+	lo := max(0, i-40)
+	clip := func(s string) string {
+		return fmt.Sprintf("%q", s[min(lo, len(s)):min(len(s), i+60)])
+	}
+	return fmt.Sprintf("first difference at byte %d: %s (%s: %s)", i, clip(got), wantName, clip(want))
+}
+
+// DiffIDs says where the token ids got part from want's, for sequences
+// that differ: both lengths, the position and up to 8 ids of each from
+// there ("end" past one's end), want's labelled wantName.
+func DiffIDs(want, got []int, wantName string) string {
+	i := commonPrefix(want, got)
+	at := func(s []int) string {
+		if i >= len(s) {
+			return "end"
+		}
+		return fmt.Sprint(s[i:min(len(s), i+8)])
+	}
+	return fmt.Sprintf("%d ids (%s: %d), first difference at position %d: %s (%s: %s)",
+		len(got), wantName, len(want), i, at(got), wantName, at(want))
+}
+
+// commonPrefix counts the leading elements a and b share.
+func commonPrefix[E comparable](a, b []E) int {
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	return i
+}

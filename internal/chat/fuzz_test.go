@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 )
 
 var (
@@ -30,7 +32,7 @@ func FuzzRender(f *testing.F) {
 	}
 	fuzzTplOnce.Do(func() {
 		var src []byte
-		if src, fuzzTplErr = readLimited(dev + "/base/chat_template.jinja"); fuzzTplErr == nil {
+		if src, fuzzTplErr = boundedio.ReadFile(dev+"/base/chat_template.jinja", MaxSideFileSize); fuzzTplErr == nil {
 			fuzzTpl, fuzzTplErr = Compile(string(src))
 		}
 	})

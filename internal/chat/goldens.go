@@ -3,9 +3,11 @@ package chat
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/ardanlabs/jinja"
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 )
 
 // Goldens are the chat parts of a goldens.json in the dev-fixture format:
@@ -58,7 +60,7 @@ func ParseGoldens(b []byte) (*Goldens, error) {
 
 // LoadGoldens reads the chat parts of a goldens.json file.
 func LoadGoldens(path string) (*Goldens, error) {
-	b, err := readLimited(path)
+	b, err := boundedio.ReadFile(path, MaxSideFileSize)
 	if err != nil {
 		return nil, err
 	}
@@ -71,12 +73,7 @@ func LoadGoldens(path string) (*Goldens, error) {
 
 // TemplateNames lists the template cases, sorted.
 func (g *Goldens) TemplateNames() []string {
-	names := make([]string, 0, len(g.Templates))
-	for k := range g.Templates {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(g.Templates))
 }
 
 // Request builds the render request of a case; special holds the named

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ardanlabs/jinja"
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 )
 
 // MaxJSONDepth bounds the nesting of messages and tools JSON. Python's json
@@ -39,7 +40,7 @@ func DecodeJSON(b []byte) (jinja.Value, error) {
 // LoadJSON reads a JSON file of at most MaxSideFileSize bytes with
 // DecodeJSON; errors name the file.
 func LoadJSON(path string) (jinja.Value, error) {
-	b, err := readLimited(path)
+	b, err := boundedio.ReadFile(path, MaxSideFileSize)
 	if err != nil {
 		return jinja.Undefined(), err
 	}

@@ -7,12 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 )
 
 // Form is one way a model directory stores chat templates.
@@ -254,26 +255,9 @@ func Version(src string) string {
 	return "custom"
 }
 
-// readLimited reads a file of at most MaxSideFileSize bytes.
-func readLimited(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxSideFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(b) > MaxSideFileSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxSideFileSize)
-	}
-	return b, nil
-}
-
 // readOptional reads a file that may be absent (nil, nil).
 func readOptional(path string) ([]byte, error) {
-	b, err := readLimited(path)
+	b, err := boundedio.ReadFile(path, MaxSideFileSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -306,7 +290,7 @@ func readAdditionalTemplates(dir string) (*Stored, error) {
 		if len(s.Templates) == MaxAdditionalTemplates {
 			return nil, fmt.Errorf("%s: more than %d templates", d, MaxAdditionalTemplates)
 		}
-		b, err := readLimited(filepath.Join(d, e.Name()))
+		b, err := boundedio.ReadFile(filepath.Join(d, e.Name()), MaxSideFileSize)
 		if err != nil {
 			return nil, err
 		}

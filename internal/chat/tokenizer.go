@@ -8,14 +8,16 @@ import (
 	"encoding/json"
 	"encoding/json/jsontext"
 	"fmt"
-	"io"
+	"maps"
 	"math"
-	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 )
 
 // MaxTokenizerFileSize bounds tokenizer.json (Llama 3's is 9–17 MB).
@@ -149,17 +151,9 @@ func LoadTokenizer(dir string) (*Tokenizer, error) {
 
 // ParseTokenizerFile reads one tokenizer.json.
 func ParseTokenizerFile(path string) (*Tokenizer, error) {
-	f, err := os.Open(path)
+	b, err := boundedio.ReadFile(path, MaxTokenizerFileSize)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxTokenizerFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(b) > MaxTokenizerFileSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxTokenizerFileSize)
 	}
 	t, err := parseTokenizer(b)
 	if err != nil {
@@ -407,11 +401,7 @@ func (t *Tokenizer) checkAddedTokensDecoder(path string) error {
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	keys := make([]string, 0, len(cfg.AddedTokensDecoder))
-	for k := range cfg.AddedTokensDecoder {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(cfg.AddedTokensDecoder))
 	for _, k := range keys {
 		e := cfg.AddedTokensDecoder[k]
 		id, err := strconv.Atoi(k)
@@ -574,11 +564,7 @@ func (t *Tokenizer) computeFingerprint() string {
 		b = append(b, s...)
 	}
 	b = append(b, "ckptgate tokenizer fingerprint v1\x00"...)
-	ids := make([]int, 0, len(t.vocabR))
-	for id := range t.vocabR {
-		ids = append(ids, id)
-	}
-	sort.Ints(ids)
+	ids := slices.Sorted(maps.Keys(t.vocabR))
 	num(len(ids))
 	for _, id := range ids {
 		num(id)

@@ -451,18 +451,8 @@ func plannerData(v any) (map[string][]any, string) {
 
 // describe names a value in a message without printing it whole.
 func describe(v any) string {
-	switch v := v.(type) {
-	case string:
-		if len(v) > 80 {
-			v = v[:80] + "…"
-		}
-		return fmt.Sprintf("str %q", v)
-	case int64:
-		return fmt.Sprintf("int %d", v)
-	case *pickle.Class:
-		return v.String()
-	case strided:
+	if _, ok := v.(strided); ok {
 		return "torch.strided"
 	}
-	return pickle.TypeName(v)
+	return pickle.Describe(v)
 }

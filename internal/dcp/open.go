@@ -11,14 +11,16 @@ package dcp
 
 import (
 	"fmt"
-	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/ckpt"
 	"github.com/ckptgate/ckptgate/internal/torchzip"
 )
@@ -104,12 +106,9 @@ func parseFile(dir, name string) (*Metadata, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxMetadata+1))
+	b, err := boundedio.ReadAll(f, maxMetadata)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ckpt.ErrCorrupt, p, err)
-	}
-	if len(b) > maxMetadata {
-		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ckpt.ErrCorrupt, p, maxMetadata)
+		return nil, fmt.Errorf("%w: %s: %w", ckpt.ErrCorrupt, p, err)
 	}
 	return ParseMetadata(b, p)
 }
@@ -404,11 +403,7 @@ func checkInside(dir, name string) error {
 // file's size and, for untransformed items, that it starts like a
 // torch.save zip (DCP's SAFETENSORS serialization does not).
 func (r *reader) checkFiles(needed map[string][]Item) error {
-	files := make([]string, 0, len(needed))
-	for f := range needed {
-		files = append(files, f)
-	}
-	sort.Strings(files)
+	files := slices.Sorted(maps.Keys(needed))
 	var missing []string
 	sizes := map[string]int64{}
 	for _, f := range files {

@@ -103,7 +103,7 @@ func measure(b *testing.B, body func()) {
 func BenchmarkSmokeTiny(b *testing.B) {
 	p := goldenPrompt(b, "image_user")
 	measure(b, func() {
-		m, err := OpenDir("../../goldens/mllama-tiny-dev/base", 0)
+		m, err := OpenDir(fixtures+"base", 0)
 		if err != nil {
 			b.Fatal(err)
 		}

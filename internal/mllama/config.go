@@ -7,8 +7,8 @@ package mllama
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/dtype"
 )
 
@@ -115,7 +115,7 @@ type Config struct {
 
 // LoadConfig reads and parses a config.json.
 func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := boundedio.ReadFile(path, boundedio.JSONLimit)
 	if err != nil {
 		return nil, err
 	}

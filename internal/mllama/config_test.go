@@ -18,7 +18,7 @@ func TestLoadConfigBothForms(t *testing.T) {
 		{"base", "dtype", "rope_parameters"},
 		{"base-hub", "torch_dtype", "rope_scaling"},
 	} {
-		cfg, err := LoadConfig(filepath.Join("../../goldens/mllama-tiny-dev", c.dir, "config.json"))
+		cfg, err := LoadConfig(filepath.Join(fixtures, c.dir, "config.json"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,7 +40,7 @@ func TestLoadConfigBothForms(t *testing.T) {
 // The shapes derived from config.json must be exactly the tensors
 // transformers saved for the base (names and shapes).
 func TestExpectedShapesMatchBase(t *testing.T) {
-	cfg, err := LoadConfig("../../goldens/mllama-tiny-dev/base/config.json")
+	cfg, err := LoadConfig(fixtures + "base/config.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestExpectedShapesMatchBase(t *testing.T) {
 }
 
 func manifestEntries(t *testing.T) map[string][]int64 {
-	b, err := os.ReadFile("../../goldens/mllama-tiny-dev/ref-manifests.json")
+	b, err := os.ReadFile(fixtures + "ref-manifests.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package mllama
 import (
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,9 +26,9 @@ func baseModel(tb testing.TB) *Model {
 func TestLogitStatsMatchTorch(t *testing.T) {
 	gold := loadForwardGoldens(t)
 	for _, name := range []string{"text_user", "image_user"} {
-		logits := openGolden(t, name).floats(t, "last_logits")
+		_, logits := readGolden(t, name)
 		g := gold[name]
-		if got := TopK(logits, len(g.TopIDs)); !intsEqual(got, g.TopIDs) {
+		if got := TopK(logits, len(g.TopIDs)); !slices.Equal(got, g.TopIDs) {
 			t.Errorf("%s: TopK = %v, torch.topk gave %v", name, got, g.TopIDs)
 		}
 		for i, id := range g.TopIDs {
@@ -247,7 +248,7 @@ func TestGenerateStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !intsEqual(s.Tokens, g.Tokens[:first+1]) {
+	if !slices.Equal(s.Tokens, g.Tokens[:first+1]) {
 		t.Errorf("stopping on %d gave %v, want %v", stop, s.Tokens, g.Tokens[:first+1])
 	}
 }
@@ -301,11 +302,11 @@ func TestStopIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := StopIDs(fixtures+"base", cfg)
-	if err != nil || !intsEqual(got, []int{128001, 128008, 128009}) {
+	if err != nil || !slices.Equal(got, []int{128001, 128008, 128009}) {
 		t.Errorf("base/: %v, %v; want [128001 128008 128009]", got, err)
 	}
 	got, err = StopIDs(t.TempDir(), cfg)
-	if err != nil || !intsEqual(got, []int{128001}) {
+	if err != nil || !slices.Equal(got, []int{128001}) {
 		t.Errorf("without generation_config.json: %v, %v; want [128001]", got, err)
 	}
 }
@@ -338,7 +339,7 @@ func TestEngineNeedsExpectedShapes(t *testing.T) {
 			t.Errorf("%s: the engine reads %d tensors, ExpectedShapes lists %d", name, len(got), len(want))
 		}
 		for n, s := range want {
-			if !sameShape(got[n], s) {
+			if !slices.Equal(got[n], s) {
 				t.Errorf("%s: %s: engine wants %v, ExpectedShapes says %v", name, n, got[n], s)
 			}
 		}

@@ -1,12 +1,11 @@
 package mllama
 
 import (
-	"image"
+	"slices"
 	"sync"
 	"testing"
 
 	"github.com/ckptgate/ckptgate/internal/dcp"
-	"github.com/ckptgate/ckptgate/internal/vision"
 )
 
 var fsdp1 struct {
@@ -49,46 +48,28 @@ func fsdp1Model(tb testing.TB) *Model {
 func TestForwardGoldens(t *testing.T) {
 	m := fsdp1Model(t)
 	gold := loadForwardGoldens(t)
-	proc := baseProcessor(t)
-	for _, tc := range []struct {
-		name, image string
-	}{{"text_user", ""}, {"image_user", "images/landscape_800x600.png"}} {
+	for _, tc := range forwardPrompts {
 		g := gold[tc.name]
-		gf := openGolden(t, tc.name)
-		fromMessages := func() Prompt {
-			var imgs []image.Image
-			if tc.image != "" {
-				img, err := vision.DecodeFile(fixtures + tc.image)
-				if err != nil {
-					t.Fatal(err)
-				}
-				imgs = append(imgs, img)
-			}
-			p, err := proc.Prepare(goldenConversation(t, tc.name), imgs, "27 Nov 2026")
-			if err != nil {
-				t.Fatal(err)
-			}
-			return p.Prompt
-		}
+		golden, logits := readGolden(t, tc.name)
 		for _, in := range []struct {
 			via    string
 			prompt Prompt
-		}{{"golden inputs", gf.prompt(t)}, {"prepared from messages", fromMessages()}} {
+		}{{"golden inputs", golden}, {"prepared from messages", prepareGolden(t, tc.name, tc.image).Prompt}} {
 			p := in.prompt
-			if !intsEqual(p.IDs, g.InputIDs) {
+			if !slices.Equal(p.IDs, g.InputIDs) {
 				t.Errorf("%s, %s: input ids %v, want %v", tc.name, in.via, p.IDs, g.InputIDs)
 			}
 			out, err := m.Generate(p, len(g.Generated), nil)
 			if err != nil {
 				t.Fatalf("%s, %s: %v", tc.name, in.via, err)
 			}
-			if got := TopK(out.Logits, 5); !intsEqual(got, g.TopIDs[:5]) {
+			if got := TopK(out.Logits, 5); !slices.Equal(got, g.TopIDs[:5]) {
 				t.Errorf("%s, %s: top-5 ids %v, want %v", tc.name, in.via, got, g.TopIDs[:5])
 			}
-			if !intsEqual(out.Tokens, g.Generated) {
+			if !slices.Equal(out.Tokens, g.Generated) {
 				t.Errorf("%s, %s: greedy tokens %v, want %v", tc.name, in.via, out.Tokens, g.Generated)
 			}
-			rel, maxAbs := RelRMS(out.Logits, gf.floats(t, "last_logits"))
+			rel, maxAbs := RelRMS(out.Logits, logits)
 			if rel > 1e-4 {
 				t.Errorf("%s, %s: last logits relative RMS %.3g from transformers', want ≤ 1e-4 (max |Δ| %.3g)", tc.name, in.via, rel, maxAbs)
 			}
@@ -105,12 +86,12 @@ func TestForwardGoldens(t *testing.T) {
 func TestVisionIntermediateIsLayerOutput(t *testing.T) {
 	m := *fsdp1Model(t)
 	m.Intermediate = LayerInput
-	gf := openGolden(t, "image_user")
-	out, err := m.Generate(gf.prompt(t), 0, nil)
+	golden, logits := readGolden(t, "image_user")
+	out, err := m.Generate(golden, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel, _ := RelRMS(out.Logits, gf.floats(t, "last_logits"))
+	rel, _ := RelRMS(out.Logits, logits)
 	if rel < 1e-2 {
 		t.Errorf("with layer inputs the image logits are %.3g from transformers'; the golden no longer tells the two apart", rel)
 	}

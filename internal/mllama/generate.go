@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 )
 
 // Prompt is a model input as MllamaProcessor builds it for one sequence.
@@ -100,8 +101,9 @@ func TopK(x []float32, k int) []int {
 	return idx
 }
 
-// LogSoftmax returns log-probabilities in float64.
-func LogSoftmax(x []float32) []float64 {
+// LogSumExp is log Σ exp(x) in float64, shifted by the largest value so
+// that it neither overflows nor underflows.
+func LogSumExp(x []float32) float64 {
 	maxv := math.Inf(-1)
 	for _, v := range x {
 		maxv = math.Max(maxv, float64(v))
@@ -110,7 +112,12 @@ func LogSoftmax(x []float32) []float64 {
 	for _, v := range x {
 		sum += math.Exp(float64(v) - maxv)
 	}
-	lse := maxv + math.Log(sum)
+	return maxv + math.Log(sum)
+}
+
+// LogSoftmax returns log-probabilities in float64.
+func LogSoftmax(x []float32) []float64 {
+	lse := LogSumExp(x)
 	out := make([]float64, len(x))
 	for i, v := range x {
 		out[i] = float64(v) - lse
@@ -161,7 +168,7 @@ func RelRMS(a, ref []float32) (relRMS, maxAbs float64) {
 // the text config's, as GenerationConfig.from_model_config falls back to.
 func StopIDs(dir string, cfg *Config) ([]int, error) {
 	path := filepath.Join(dir, "generation_config.json")
-	b, err := os.ReadFile(path)
+	b, err := boundedio.ReadFile(path, boundedio.JSONLimit)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		tc, _ := cfg.Raw["text_config"].(map[string]any)

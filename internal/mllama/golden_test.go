@@ -1,15 +1,10 @@
 package mllama
 
 import (
-	"encoding/binary"
 	"encoding/json"
-	"fmt"
-	"io"
 	"os"
+	"strings"
 	"testing"
-
-	"github.com/ckptgate/ckptgate/internal/dtype"
-	"github.com/ckptgate/ckptgate/internal/safetensors"
 )
 
 const fixtures = "../../goldens/mllama-tiny-dev/"
@@ -17,6 +12,7 @@ const fixtures = "../../goldens/mllama-tiny-dev/"
 // forwardGolden is one goldens.json "forward" entry, made by transformers
 // 5.17 on ref/fsdp1-fp32 in fp32 on CPU with eager attention.
 type forwardGolden struct {
+	Rendered  string    `json:"rendered"`
 	InputIDs  []int     `json:"input_ids"`
 	TopIDs    []int     `json:"top_ids"`
 	TopLogits []float64 `json:"top_logits"`
@@ -24,116 +20,75 @@ type forwardGolden struct {
 	Generated []int     `json:"generated"`
 }
 
-func loadForwardGoldens(tb testing.TB) map[string]forwardGolden {
+// goldens are the parts of goldens.json these tests use: the chat
+// conversations (messages as raw JSON, key order kept) and the forward
+// goldens.
+type goldens struct {
+	Templates map[string]struct {
+		Messages json.RawMessage `json:"messages"`
+	} `json:"templates"`
+	Forward map[string]forwardGolden `json:"forward"`
+}
+
+func loadGoldens(tb testing.TB) *goldens {
 	tb.Helper()
 	b, err := os.ReadFile(fixtures + "goldens.json")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var g struct {
-		Forward map[string]forwardGolden `json:"forward"`
-	}
+	var g goldens
 	if err := json.Unmarshal(b, &g); err != nil {
 		tb.Fatal(err)
 	}
-	return g.Forward
+	return &g
 }
 
-// goldenFile is a golden-<name>.safetensors: the exact inputs HF built and
-// the last-position logits it computed.
-type goldenFile struct{ f *safetensors.File }
-
-func openGolden(tb testing.TB, name string) goldenFile {
+func loadForwardGoldens(tb testing.TB) map[string]forwardGolden {
 	tb.Helper()
-	f, err := safetensors.Open(fixtures + "golden-" + name + ".safetensors")
+	return loadGoldens(tb).Forward
+}
+
+// readGolden reads golden-<name>.safetensors with base/'s config: the exact
+// inputs HF built and the last-position logits it computed.
+func readGolden(tb testing.TB, name string) (Prompt, []float32) {
+	tb.Helper()
+	cfg, err := LoadConfig(fixtures + "base/config.json")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { f.Close() })
-	return goldenFile{f}
-}
-
-func (g goldenFile) has(name string) bool { _, ok := g.f.Tensor(name); return ok }
-
-func (g goldenFile) bytes(tb testing.TB, name string) ([]byte, safetensors.TensorInfo) {
-	tb.Helper()
-	ti, ok := g.f.Tensor(name)
-	if !ok {
-		tb.Fatalf("%s: no tensor %q", g.f.Path, name)
-	}
-	sr, err := g.f.Section(name)
+	p, logits, err := ReadGoldenInputs(fixtures+"golden-"+name+".safetensors", cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	b, err := io.ReadAll(sr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b, ti
-}
-
-func (g goldenFile) ints(tb testing.TB, name string) []int {
-	tb.Helper()
-	b, ti := g.bytes(tb, name)
-	if ti.DType != dtype.I64 {
-		tb.Fatalf("%s: %s is %v, want I64", g.f.Path, name, ti.DType)
-	}
-	out := make([]int, len(b)/8)
-	for i := range out {
-		out[i] = int(int64(binary.LittleEndian.Uint64(b[8*i:])))
-	}
-	return out
-}
-
-func (g goldenFile) floats(tb testing.TB, name string) []float32 {
-	tb.Helper()
-	b, ti := g.bytes(tb, name)
-	out := make([]float32, ti.NumElements())
-	if err := dtype.ToFloat32(out, b, ti.DType); err != nil {
-		tb.Fatal(err)
-	}
-	return out
-}
-
-// prompt rebuilds the model inputs HF used from the golden file.
-func (g goldenFile) prompt(tb testing.TB) Prompt {
-	tb.Helper()
-	p := Prompt{IDs: g.ints(tb, "input_ids")}
-	if !g.has("pixel_values") {
-		return p
-	}
-	_, ti := g.bytes(tb, "cross_attention_mask") // [1, tokens, images, tiles]
-	if len(ti.Shape) != 4 || int(ti.Shape[1]) != len(p.IDs) {
-		tb.Fatalf("cross_attention_mask has shape %v for %d tokens", ti.Shape, len(p.IDs))
-	}
-	images, tiles := int(ti.Shape[2]), int(ti.Shape[3])
-	pix := g.floats(tb, "pixel_values") // [1, images, tiles, 3, H, W]
-	ids := g.ints(tb, "aspect_ratio_ids")
-	mask := g.ints(tb, "aspect_ratio_mask")
-	per := len(pix) / images
-	for i := 0; i < images; i++ {
-		p.Images = append(p.Images, Image{
-			PixelValues:     pix[i*per : (i+1)*per],
-			AspectRatioID:   ids[i],
-			AspectRatioMask: mask[i*tiles : (i+1)*tiles],
-		})
-	}
-	cm := g.ints(tb, "cross_attention_mask")
-	for i := range p.IDs {
-		var row [][]int
-		for j := 0; j < images; j++ {
-			off := (i*images + j) * tiles
-			row = append(row, cm[off:off+tiles])
-		}
-		p.CrossAttentionMask = append(p.CrossAttentionMask, row)
-	}
-	return p
+	return p, logits
 }
 
 func goldenPrompt(tb testing.TB, name string) Prompt {
-	return openGolden(tb, name).prompt(tb)
+	tb.Helper()
+	p, _ := readGolden(tb, name)
+	return p
 }
 
-func intsEqual(a, b []int) bool {
-	return fmt.Sprint(a) == fmt.Sprint(b)
+// ReadGoldenInputs checks a golden file against the config before reading
+// it: with a vocabulary or a tile count other than the one transformers ran
+// with, it refuses the file, naming it and the tensor.
+func TestReadGoldenInputsChecksShapes(t *testing.T) {
+	base, err := LoadConfig(fixtures + "base/config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		what, golden, tensor string
+		edit                 func(*Config)
+	}{
+		{"vocabulary", "text_user", "last_logits", func(c *Config) { c.Text.VocabSize++ }},
+		{"tiles", "image_user", "pixel_values", func(c *Config) { c.Vision.MaxNumTiles = 2 }},
+	} {
+		cfg := *base
+		tc.edit(&cfg)
+		path := fixtures + "golden-" + tc.golden + ".safetensors"
+		if _, _, err := ReadGoldenInputs(path, &cfg); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tc.tensor) {
+			t.Errorf("%s: error %v, want one naming %s and %s", tc.what, err, path, tc.tensor)
+		}
+	}
 }

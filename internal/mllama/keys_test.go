@@ -3,14 +3,15 @@ package mllama
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 )
 
 func manifestNames(t *testing.T) []string {
-	b, err := os.ReadFile("../../goldens/mllama-tiny-dev/ref-manifests.json")
+	b, err := os.ReadFile(fixtures + "ref-manifests.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,12 +21,7 @@ func manifestNames(t *testing.T) []string {
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for n := range m.Manifests["base"] {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(m.Manifests["base"]))
 }
 
 // The reference manifests are in the legacy layout save_pretrained writes;

@@ -1,10 +1,9 @@
 package mllama
 
 import (
-	"encoding/json"
 	"errors"
 	"image"
-	"os"
+	"slices"
 	"sync"
 	"testing"
 
@@ -14,33 +13,9 @@ import (
 	"github.com/ckptgate/ckptgate/internal/vision"
 )
 
-// conversationGoldens are goldens.json's chat conversations (messages as
-// raw JSON, key order kept) and the forward goldens' rendered prompts.
-type conversationGoldens struct {
-	Templates map[string]struct {
-		Messages json.RawMessage `json:"messages"`
-	} `json:"templates"`
-	Forward map[string]struct {
-		Rendered string `json:"rendered"`
-	} `json:"forward"`
-}
-
-func loadConversations(tb testing.TB) *conversationGoldens {
-	tb.Helper()
-	b, err := os.ReadFile(fixtures + "goldens.json")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var g conversationGoldens
-	if err := json.Unmarshal(b, &g); err != nil {
-		tb.Fatal(err)
-	}
-	return &g
-}
-
 func goldenConversation(tb testing.TB, name string) jinja.Value {
 	tb.Helper()
-	v, err := chat.DecodeJSON(loadConversations(tb).Templates[name].Messages)
+	v, err := chat.DecodeJSON(loadGoldens(tb).Templates[name].Messages)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -71,34 +46,44 @@ func baseProcessor(tb testing.TB) *Processor {
 	return baseProc.p
 }
 
+// forwardPrompts are the conversations of the forward goldens and the
+// fixture image each shows, if any.
+var forwardPrompts = []struct{ name, image string }{
+	{"text_user", ""},
+	{"image_user", "images/landscape_800x600.png"},
+}
+
+// prepareGolden prepares a goldens.json conversation, with its fixture
+// image if any, through base/'s processor on the goldens' date.
+func prepareGolden(tb testing.TB, name, imagePath string) *Prepared {
+	tb.Helper()
+	var imgs []image.Image
+	if imagePath != "" {
+		img, err := vision.DecodeFile(fixtures + imagePath)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	p, err := baseProcessor(tb).Prepare(goldenConversation(tb, name), imgs, "27 Nov 2026")
+	if err != nil {
+		tb.Fatalf("%s: %v", name, err)
+	}
+	return p
+}
+
 // TestPrepareMatchesProcessor renders, tokenizes and preprocesses the two
 // forward-golden conversations from base/ (the same template, tokenizer and
 // processor config as ref/fsdp1-fp32) and compares every model input with
 // what transformers' MllamaProcessor built.
 func TestPrepareMatchesProcessor(t *testing.T) {
-	proc := baseProcessor(t)
 	gold := loadForwardGoldens(t)
-	conv := loadConversations(t)
-	for _, tc := range []struct {
-		name  string
-		image string
-	}{{"text_user", ""}, {"image_user", "images/landscape_800x600.png"}} {
-		var imgs []image.Image
-		if tc.image != "" {
-			img, err := vision.DecodeFile(fixtures + tc.image)
-			if err != nil {
-				t.Fatal(err)
-			}
-			imgs = append(imgs, img)
-		}
-		got, err := proc.Prepare(goldenConversation(t, tc.name), imgs, "27 Nov 2026")
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		if want := conv.Forward[tc.name].Rendered; got.Text != want {
+	for _, tc := range forwardPrompts {
+		got := prepareGolden(t, tc.name, tc.image)
+		if want := gold[tc.name].Rendered; got.Text != want {
 			t.Errorf("%s: rendered\n%q\nwant\n%q", tc.name, got.Text, want)
 		}
-		if !intsEqual(got.Prompt.IDs, gold[tc.name].InputIDs) {
+		if !slices.Equal(got.Prompt.IDs, gold[tc.name].InputIDs) {
 			t.Errorf("%s: ids %v, want %v", tc.name, got.Prompt.IDs, gold[tc.name].InputIDs)
 		}
 		want := goldenPrompt(t, tc.name)
@@ -107,7 +92,7 @@ func TestPrepareMatchesProcessor(t *testing.T) {
 		}
 		for i, g := range got.Prompt.Images {
 			w := want.Images[i]
-			if g.AspectRatioID != w.AspectRatioID || !intsEqual(g.AspectRatioMask, w.AspectRatioMask) {
+			if g.AspectRatioID != w.AspectRatioID || !slices.Equal(g.AspectRatioMask, w.AspectRatioMask) {
 				t.Errorf("%s: image %d: aspect ratio id %d mask %v, want %d %v", tc.name, i, g.AspectRatioID, g.AspectRatioMask, w.AspectRatioID, w.AspectRatioMask)
 			}
 			// vision's own bound against the processor's pixels.
@@ -115,7 +100,7 @@ func TestPrepareMatchesProcessor(t *testing.T) {
 				t.Errorf("%s: image %d: pixel %d differs by %g", tc.name, i, at, d)
 			}
 		}
-		if !intsEqual(flatten(got.Prompt.CrossAttentionMask), flatten(want.CrossAttentionMask)) {
+		if !slices.Equal(flatten(got.Prompt.CrossAttentionMask), flatten(want.CrossAttentionMask)) {
 			t.Errorf("%s: cross-attention mask %v, want %v", tc.name, got.Prompt.CrossAttentionMask, want.CrossAttentionMask)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -183,23 +184,11 @@ func readWant(src TensorSource, name string, w want) error {
 	if err != nil {
 		return err
 	}
-	if !sameShape(shape, w.shape) {
+	if !slices.Equal(shape, w.shape) {
 		return fmt.Errorf("%w: tensor %q has shape %v, the config implies %v", ErrWeights, name, shape, w.shape)
 	}
 	*w.dst = data
 	return nil
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

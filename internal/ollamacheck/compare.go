@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/ckptgate/ckptgate/internal/mllama"
 	"github.com/ckptgate/ckptgate/reports"
 )
 
@@ -139,7 +140,7 @@ func topK(x []float32, k int) []int {
 
 // kl is KL(softmax(a) ‖ softmax(b)), computed in float64.
 func kl(a, b []float32) float64 {
-	la, lb := logSumExp(a), logSumExp(b)
+	la, lb := mllama.LogSumExp(a), mllama.LogSumExp(b)
 	var s float64
 	for i := range a {
 		pa := float64(a[i]) - la
@@ -147,18 +148,6 @@ func kl(a, b []float32) float64 {
 		s += math.Exp(pa) * (pa - pb)
 	}
 	return math.Max(s, 0)
-}
-
-func logSumExp(x []float32) float64 {
-	m := math.Inf(-1)
-	for _, v := range x {
-		m = math.Max(m, float64(v))
-	}
-	var s float64
-	for _, v := range x {
-		s += math.Exp(float64(v) - m)
-	}
-	return m + math.Log(s)
 }
 
 // sample picks at most ~2000 (a, b) pairs for a scatter plot: the reference's

@@ -13,6 +13,7 @@ import (
 	"github.com/ollama/ollama/fs/ggml"
 	ollamamllama "github.com/ollama/ollama/model/models/mllama"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/mllama"
 )
 
@@ -23,7 +24,7 @@ const maxImagePixels = 64 << 20
 // decodeImage decodes an image file with the decoders Ollama registers
 // (JPEG, PNG, BMP, TIFF, WebP), after checking its declared size.
 func decodeImage(path string) (image.Image, error) {
-	b, err := readSide(path)
+	b, err := boundedio.ReadFile(path, maxSideFile)
 	if err != nil {
 		return nil, err
 	}

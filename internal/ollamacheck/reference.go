@@ -7,12 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/dtype"
 	"github.com/ckptgate/ckptgate/internal/safetensors"
 )
@@ -124,7 +125,7 @@ type Goldens struct {
 // preprocess-goldens.json (optional) and the images they name.
 func LoadGoldens(dir string) (*Goldens, error) {
 	p := filepath.Join(dir, "goldens.json")
-	b, err := readSide(p)
+	b, err := boundedio.ReadFile(p, maxSideFile)
 	if err != nil {
 		return nil, err
 	}
@@ -141,11 +142,7 @@ func LoadGoldens(dir string) (*Goldens, error) {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	g := &Goldens{Dir: dir, Tokenizer: raw.Tokenizer, logits: map[string][]float32{}}
-	names := make([]string, 0, len(raw.Forward))
-	for n := range raw.Forward {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(raw.Forward))
 	for _, name := range names {
 		f := raw.Forward[name]
 		pr, logits, err := loadForward(dir, name)
@@ -173,7 +170,7 @@ func LoadGoldens(dir string) (*Goldens, error) {
 
 func (g *Goldens) loadPreprocess() error {
 	p := filepath.Join(g.Dir, "preprocess-goldens.json")
-	b, err := readSide(p)
+	b, err := boundedio.ReadFile(p, maxSideFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -226,7 +223,7 @@ func loadForward(dir, name string) (*Prompt, []float32, error) {
 		if info.DType != dtype.I64 || info.NumElements() > maxGoldenElems {
 			return nil, nil, fmt.Errorf("%s: tensor %q is %v%v, want I64 of at most %d elements", p, t, info.DType, info.Shape, maxGoldenElems)
 		}
-		b, err := readSection(f, t, info)
+		b, _, err := f.ReadBytes(t)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -244,15 +241,7 @@ func loadForward(dir, name string) (*Prompt, []float32, error) {
 		if info.DType != dtype.F32 || info.NumElements() > maxGoldenElems {
 			return nil, nil, fmt.Errorf("%s: tensor %q is %v%v, want F32 of at most %d elements", p, t, info.DType, info.Shape, maxGoldenElems)
 		}
-		b, err := readSection(f, t, info)
-		if err != nil {
-			return nil, nil, err
-		}
-		out := make([]float32, info.NumElements())
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-		return out, info.Shape, nil
+		return f.ReadFloat32(t)
 	}
 	ids64, shape, err := ints("input_ids")
 	if err != nil {
@@ -302,18 +291,6 @@ func loadForward(dir, name string) (*Prompt, []float32, error) {
 	}
 	pr.Image = &ImageInput{Pixels: px, AspectRatioID: int(ar[0]), Tiles: tiles}
 	return pr, logits, nil
-}
-
-func readSection(f *safetensors.File, name string, info safetensors.TensorInfo) ([]byte, error) {
-	sr, err := f.Section(name)
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, info.NumBytes())
-	if _, err := sr.ReadAt(b, 0); err != nil {
-		return nil, fmt.Errorf("%s: tensor %q: %w", f.Path, name, err)
-	}
-	return b, nil
 }
 
 // LastLogits answers from the recorded forwards: ids and, for images, the

@@ -15,6 +15,7 @@ import (
 	ollamamllama "github.com/ollama/ollama/model/models/mllama"
 	"github.com/ollama/ollama/template"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/reports"
 )
 
@@ -40,7 +41,7 @@ type addedToken struct {
 
 func readHFTokenizer(dir string) (*hfTokenizer, error) {
 	p := filepath.Join(dir, "tokenizer.json")
-	b, err := readSide(p)
+	b, err := boundedio.ReadFile(p, maxSideFile)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +63,7 @@ func readHFTokenizer(dir string) (*hfTokenizer, error) {
 		t.maxID = max(t.maxID, a.ID)
 	}
 	p = filepath.Join(dir, "tokenizer_config.json")
-	b, err = readSide(p)
+	b, err = boundedio.ReadFile(p, maxSideFile)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +79,7 @@ func readHFTokenizer(dir string) (*hfTokenizer, error) {
 		return nil, err
 	}
 	p = filepath.Join(dir, "generation_config.json")
-	b, err = readSide(p)
+	b, err = boundedio.ReadFile(p, maxSideFile)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
@@ -303,15 +304,10 @@ func (r *run) bos(hf *hfTokenizer, kv ggml.KV) {
 
 // firstDiff returns the first index where a and b differ, -1 if equal.
 func firstDiff(a, b []int32) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
+	if slices.Equal(a, b) {
+		return -1
 	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
+	return samePrefix(a, b)
 }
 
 func window(x []int32, i int) []int32 {

@@ -10,13 +10,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/mllama"
 	"github.com/ckptgate/ckptgate/internal/safetensors"
 )
@@ -78,7 +81,7 @@ type viewFile struct {
 // OpenView validates dir and returns the View of it that o asks for. Close it
 // when done.
 func OpenView(dir string, o ViewOptions) (*View, error) {
-	cfgBytes, err := readSide(filepath.Join(dir, "config.json"))
+	cfgBytes, err := boundedio.ReadFile(filepath.Join(dir, "config.json"), maxSideFile)
 	if err != nil {
 		return nil, err
 	}
@@ -120,22 +123,6 @@ func (v *View) Close() error {
 	}
 	v.open = nil
 	return first
-}
-
-func readSide(p string) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxSideFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	if len(b) > maxSideFile {
-		return nil, fmt.Errorf("%s: larger than %d bytes, too large for a side file", p, maxSideFile)
-	}
-	return b, nil
 }
 
 func (v *View) addBytes(name string, b []byte) {
@@ -203,7 +190,7 @@ func (v *View) legacyRope(cfg []byte) ([]byte, error) {
 // addSideFiles serves the tokenizer and generation files the converter reads.
 func (v *View) addSideFiles() error {
 	for _, name := range []string{"tokenizer.json", "tokenizer.model", "generation_config.json"} {
-		b, err := readSide(filepath.Join(v.Dir, name))
+		b, err := boundedio.ReadFile(filepath.Join(v.Dir, name), maxSideFile)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -212,7 +199,7 @@ func (v *View) addSideFiles() error {
 		}
 		v.addBytes(name, b)
 	}
-	tc, err := readSide(filepath.Join(v.Dir, "tokenizer_config.json"))
+	tc, err := boundedio.ReadFile(filepath.Join(v.Dir, "tokenizer_config.json"), maxSideFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -261,14 +248,14 @@ func (v *View) carryTemplate(tc []byte) ([]byte, error) {
 // tokenizer_config.json and the file it came from ("" when there is none).
 // chat_template.jinja wins, as it does for transformers 5's tokenizer.
 func readTemplate(dir string) (string, string, error) {
-	b, err := readSide(filepath.Join(dir, "chat_template.jinja"))
+	b, err := boundedio.ReadFile(filepath.Join(dir, "chat_template.jinja"), maxSideFile)
 	if err == nil {
 		return string(b), "chat_template.jinja", nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return "", "", err
 	}
-	b, err = readSide(filepath.Join(dir, "chat_template.json"))
+	b, err = boundedio.ReadFile(filepath.Join(dir, "chat_template.json"), maxSideFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", "", nil
 	}
@@ -450,12 +437,7 @@ func (v *View) ReadDir(name string) ([]fs.DirEntry, error) {
 
 // Names lists the files the View serves.
 func (v *View) Names() []string {
-	var names []string
-	for n := range v.files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(v.files))
 }
 
 type openFile struct {

@@ -256,6 +256,17 @@ func (u *unpickler) pop() (any, error) {
 	return v, nil
 }
 
+// pop2 pops the top two values; a was pushed before b.
+func (u *unpickler) pop2() (a, b any, err error) {
+	if b, err = u.pop(); err != nil {
+		return nil, nil, err
+	}
+	if a, err = u.pop(); err != nil {
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
 func (u *unpickler) top() (any, error) {
 	if len(u.stack) <= u.base() {
 		return nil, u.errf(ErrMalformed, "stack underflow")
@@ -551,11 +562,7 @@ func (u *unpickler) step() error {
 		}
 		return u.push(d)
 	case opSETITEM:
-		v, err := u.pop()
-		if err != nil {
-			return err
-		}
-		k, err := u.pop()
+		k, v, err := u.pop2()
 		if err != nil {
 			return err
 		}
@@ -642,11 +649,7 @@ func (u *unpickler) step() error {
 		}
 		return u.global(string(module), string(name))
 	case opSTACKGLOBAL:
-		name, err := u.pop()
-		if err != nil {
-			return err
-		}
-		module, err := u.pop()
+		module, name, err := u.pop2()
 		if err != nil {
 			return err
 		}
@@ -656,36 +659,18 @@ func (u *unpickler) step() error {
 			return u.errf(ErrMalformed, "STACK_GLOBAL needs two str, found %s and %s", TypeName(module), TypeName(name))
 		}
 		return u.global(ms, ns)
-	case opREDUCE:
-		args, err := u.pop()
+	case opREDUCE, opNEWOBJ:
+		f, args, err := u.pop2()
 		if err != nil {
 			return err
 		}
-		f, err := u.pop()
-		if err != nil {
-			return err
-		}
-		return u.call(f, args, false)
-	case opNEWOBJ:
-		args, err := u.pop()
-		if err != nil {
-			return err
-		}
-		cls, err := u.pop()
-		if err != nil {
-			return err
-		}
-		return u.call(cls, args, true)
+		return u.call(f, args, u.op == opNEWOBJ)
 	case opNEWOBJEX:
 		kwargs, err := u.pop()
 		if err != nil {
 			return err
 		}
-		args, err := u.pop()
-		if err != nil {
-			return err
-		}
-		cls, err := u.pop()
+		cls, args, err := u.pop2()
 		if err != nil {
 			return err
 		}

@@ -439,3 +439,30 @@ func TestDictKeys(t *testing.T) {
 		t.Error("list key accepted")
 	}
 }
+
+// TestDescribe: values unpickled from CPython's encoding of
+// ("<a 100-byte tensor name>", 7, -1, [], None, True) are named with their
+// value where it is short (str cut at 80 bytes, ints), by type otherwise; a
+// global by its dotted name.
+func TestDescribe(t *testing.T) {
+	name := "model.model.language_model.layers.3.cross_attn.k_norm.weight.optimizer_state.exp_avg.extra"
+	name += strings.Repeat("x", 100-len(name))
+	v, err := Unpickle(p("\x80\x02(X", u64(100)[:4], name, "K\x07J\xff\xff\xff\xff]N\x88t."), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tup, ok := v.(Tuple)
+	if !ok || len(tup) != 6 {
+		t.Fatalf("unpickled %#v, want a 6-tuple", v)
+	}
+	want := []string{fmt.Sprintf("str %q", name[:80]+"…"), "int 7", "int -1", "list", "None", "bool"}
+	for i, x := range tup {
+		if got := Describe(x); got != want[i] {
+			t.Errorf("Describe(element %d) = %s, want %s", i, got, want[i])
+		}
+	}
+	g := &Class{Module: "torch._utils", Name: "_rebuild_tensor_v2"}
+	if got := Describe(g); got != "torch._utils._rebuild_tensor_v2" {
+		t.Errorf("Describe(global) = %s, want torch._utils._rebuild_tensor_v2", got)
+	}
+}

@@ -248,6 +248,24 @@ func writeKey(b *strings.Builder, k any) {
 	}
 }
 
+// Describe names an unpickled value in a message without printing it whole:
+// a str (its first 80 bytes) or int with its value, a global by its name,
+// anything else by its type name.
+func Describe(v any) string {
+	switch v := v.(type) {
+	case string:
+		if len(v) > 80 {
+			v = v[:80] + "…"
+		}
+		return fmt.Sprintf("str %q", v)
+	case int64:
+		return fmt.Sprintf("int %d", v)
+	case *Class:
+		return v.String()
+	}
+	return TypeName(v)
+}
+
 // TypeName is the Python type name of an unpickled value, for messages.
 func TypeName(v any) string {
 	switch v := v.(type) {

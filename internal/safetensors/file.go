@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/dtype"
 )
 
@@ -65,6 +68,33 @@ func (f *File) Section(name string) (*io.SectionReader, error) {
 	return io.NewSectionReader(f.f, f.Header.DataStart()+t.Begin, t.NumBytes()), nil
 }
 
+// ReadBytes reads the named tensor's raw little-endian bytes. Its size was
+// checked against the file's when the header was validated.
+func (f *File) ReadBytes(name string) ([]byte, TensorInfo, error) {
+	t, ok := f.Tensor(name)
+	if !ok {
+		return nil, TensorInfo{}, fmt.Errorf("%s: no tensor %q", f.Path, name)
+	}
+	b := make([]byte, t.NumBytes())
+	if _, err := f.f.ReadAt(b, f.Header.DataStart()+t.Begin); err != nil {
+		return nil, t, fmt.Errorf("%s: reading %q: %w", f.Path, name, err)
+	}
+	return b, t, nil
+}
+
+// ReadFloat32 reads the named floating-point tensor widened to float32.
+func (f *File) ReadFloat32(name string) ([]float32, []int64, error) {
+	b, t, err := f.ReadBytes(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]float32, t.NumElements())
+	if err := dtype.ToFloat32(out, b, t.DType); err != nil {
+		return nil, nil, fmt.Errorf("%s: tensor %q: %w", f.Path, name, err)
+	}
+	return out, t.Shape, nil
+}
+
 // ReaderAt exposes the underlying file for positioned reads.
 func (f *File) ReaderAt() io.ReaderAt { return f.f }
 
@@ -98,7 +128,7 @@ func (ix *Index) TotalSize() (int64, bool) {
 
 // ReadIndex parses an index file.
 func ReadIndex(path string) (*Index, error) {
-	b, err := os.ReadFile(path)
+	b, err := boundedio.ReadFile(path, boundedio.JSONLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -215,12 +245,7 @@ func (d *Dir) Close() error {
 
 // Names returns every tensor name, sorted.
 func (d *Dir) Names() []string {
-	names := make([]string, 0, len(d.where))
-	for n := range d.where {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(d.where))
 }
 
 // Info returns a tensor's info and the base name of its file.
@@ -235,36 +260,37 @@ func (d *Dir) Info(name string) (TensorInfo, string, bool) {
 
 // Section returns a reader over a tensor's bytes.
 func (d *Dir) Section(name string) (*io.SectionReader, error) {
+	f, err := d.file(name)
+	if err != nil {
+		return nil, err
+	}
+	return f.Section(name)
+}
+
+// file returns the file holding the named tensor.
+func (d *Dir) file(name string) (*File, error) {
 	s, ok := d.where[name]
 	if !ok {
 		return nil, fmt.Errorf("%s: no tensor %q", d.Path, name)
 	}
-	return d.Files[s].Section(name)
+	return d.Files[s], nil
 }
 
-// ReadBytes reads a tensor's raw little-endian bytes.
+// ReadBytes reads a tensor's raw little-endian bytes; errors name its file.
 func (d *Dir) ReadBytes(name string) ([]byte, TensorInfo, error) {
-	t, _, ok := d.Info(name)
-	if !ok {
-		return nil, TensorInfo{}, fmt.Errorf("%s: no tensor %q", d.Path, name)
+	f, err := d.file(name)
+	if err != nil {
+		return nil, TensorInfo{}, err
 	}
-	sr, _ := d.Section(name)
-	b := make([]byte, t.NumBytes())
-	if _, err := io.ReadFull(sr, b); err != nil {
-		return nil, t, fmt.Errorf("%s: reading %q: %w", d.Path, name, err)
-	}
-	return b, t, nil
+	return f.ReadBytes(name)
 }
 
-// ReadFloat32 reads a floating-point tensor widened to float32.
+// ReadFloat32 reads a floating-point tensor widened to float32; errors name
+// its file.
 func (d *Dir) ReadFloat32(name string) ([]float32, []int64, error) {
-	b, t, err := d.ReadBytes(name)
+	f, err := d.file(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	out := make([]float32, t.NumElements())
-	if err := dtype.ToFloat32(out, b, t.DType); err != nil {
-		return nil, nil, fmt.Errorf("%s: tensor %q: %w", d.Path, name, err)
-	}
-	return out, t.Shape, nil
+	return f.ReadFloat32(name)
 }

@@ -3,6 +3,8 @@ package safetensors
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"unicode/utf8"
@@ -89,11 +91,7 @@ func NewLayout(metadata map[string]string, entries []Entry) (*Layout, error) {
 	buf := []byte{'{'}
 	if metadata != nil {
 		buf = append(buf, `"__metadata__":{`...)
-		keys := make([]string, 0, len(metadata))
-		for k := range metadata {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
+		keys := slices.Sorted(maps.Keys(metadata))
 		for i, k := range keys {
 			if i > 0 {
 				buf = append(buf, ',')

@@ -2,11 +2,17 @@ package safetensors
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -179,5 +185,91 @@ func TestHugeHeaderClaimAllocatesNothing(t *testing.T) {
 	}
 	if d := after.TotalAlloc - before.TotalAlloc; d > 64<<10 {
 		t.Errorf("allocated %d bytes for a refused header", d)
+	}
+}
+
+// File.ReadBytes and ReadFloat32 give the tensors torch wrote: the bytes of
+// every base tensor hash to the reference manifest's sha256, and the logits
+// and input ids of a forward golden are those goldens.json records.
+func TestFileReadTensors(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(fixtures, "ref-manifests.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var manifests struct {
+		Manifests map[string]map[string]struct {
+			SHA256 string `json:"sha256"`
+		} `json:"manifests"`
+	}
+	if err := json.Unmarshal(raw, &manifests); err != nil {
+		t.Fatal(err)
+	}
+	base, err := Open(filepath.Join(fixtures, "base", SingleName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	want := manifests.Manifests["base"]
+	if len(want) != len(base.Header.Tensors) || len(want) == 0 {
+		t.Fatalf("manifest has %d tensors, the file %d", len(want), len(base.Header.Tensors))
+	}
+	for name, w := range want {
+		b, _, err := base.ReadBytes(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != w.SHA256 {
+			t.Errorf("%s: sha256 %x, manifest %s", name, sum, w.SHA256)
+		}
+	}
+
+	raw, err = os.ReadFile(filepath.Join(fixtures, "goldens.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var goldens struct {
+		Forward map[string]struct {
+			InputIDs  []int64   `json:"input_ids"`
+			TopIDs    []int     `json:"top_ids"`
+			TopLogits []float64 `json:"top_logits"`
+		} `json:"forward"`
+	}
+	if err := json.Unmarshal(raw, &goldens); err != nil {
+		t.Fatal(err)
+	}
+	g := goldens.Forward["text_user"]
+	f, err := Open(filepath.Join(fixtures, "golden-text_user.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	logits, shape, err := f.ReadFloat32("last_logits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shape) != 1 || shape[0] != 128256 || len(logits) != 128256 {
+		t.Fatalf("last_logits: shape %v, %d values; want [128256]", shape, len(logits))
+	}
+	for i, id := range g.TopIDs {
+		// goldens.json rounds to 6 decimals.
+		if d := math.Abs(float64(logits[id]) - g.TopLogits[i]); d > 1e-5 {
+			t.Errorf("last_logits[%d] = %v, goldens.json top_logits[%d] = %v", id, logits[id], i, g.TopLogits[i])
+		}
+	}
+	b, info, err := f.ReadBytes("input_ids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]int64, info.NumElements())
+	for i := range ids {
+		ids[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
+	}
+	if !slices.Equal(ids, g.InputIDs) {
+		t.Errorf("input_ids %v, goldens.json %v", ids, g.InputIDs)
+	}
+
+	path := filepath.Join(fixtures, "golden-text_user.safetensors")
+	if _, _, err := f.ReadFloat32("pixel_values"); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), `"pixel_values"`) {
+		t.Errorf("reading an absent tensor: error %v, want one naming %s and \"pixel_values\"", err, path)
 	}
 }

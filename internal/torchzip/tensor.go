@@ -401,21 +401,12 @@ func ints(v any, what string) ([]int64, error) {
 // describe names a value for an error message without printing it whole.
 func describe(v any) string {
 	switch v := v.(type) {
-	case string:
-		if len(v) > 80 {
-			v = v[:80] + "…"
-		}
-		return fmt.Sprintf("str %q", v)
-	case int64:
-		return fmt.Sprintf("int %d", v)
 	case *Tensor:
 		return "tensor"
 	case *Storage:
 		return "storage " + v.Key
-	case *pickle.Class:
-		return v.String()
 	}
-	return pickle.TypeName(v)
+	return pickle.Describe(v)
 }
 
 // hints explain refused globals that mean "a per-rank sharded save" or

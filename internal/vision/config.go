@@ -5,13 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
+	"maps"
 	"math"
-	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
+
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 )
 
 // Form names the file, and so the transformers generation, a preprocessor
@@ -111,7 +112,7 @@ func LoadConfigs(dir string) ([]*Config, error) {
 	var out []*Config
 	for _, f := range []Form{FormProcessor, FormPreprocessor} {
 		p := filepath.Join(dir, string(f))
-		b, err := readBounded(p, maxConfigBytes)
+		b, err := boundedio.ReadFile(p, maxConfigBytes)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -152,22 +153,6 @@ func LoadConfigs(dir string) ([]*Config, error) {
 
 // maxConfigBytes bounds config files read into memory; the real one is 437.
 const maxConfigBytes = 1 << 20
-
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return b, nil
-}
 
 // ParseConfig parses the image-processor fields (the top-level object of
 // preprocessor_config.json, or processor_config.json's "image_processor") and
@@ -380,12 +365,7 @@ func Diff(a, b *Config) []Difference {
 	for k := range b.Extra {
 		keys[k] = true
 	}
-	sorted := make([]string, 0, len(keys))
-	for k := range keys {
-		sorted = append(sorted, k)
-	}
-	sort.Strings(sorted)
-	for _, k := range sorted {
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
 		x, y := canonicalJSON(a.Extra[k]), canonicalJSON(b.Extra[k])
 		if x != y {
 			out = append(out, Difference{Field: k, A: x, B: y})

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 	"github.com/ckptgate/ckptgate/internal/vision/ljpeg"
 )
 
@@ -49,12 +50,12 @@ func DecodeFile(path string) (image.Image, error) {
 // such an image in mode "RGB" and transformers' convert_to_rgb then leaves
 // it untouched. EXIF orientation is not applied (Image.open does not).
 func Decode(r io.Reader) (image.Image, error) {
-	data, err := io.ReadAll(io.LimitReader(r, MaxFileBytes+1))
+	data, err := boundedio.ReadAll(r, MaxFileBytes)
+	if errors.Is(err, boundedio.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: file %w", ErrImage, err)
+	}
 	if err != nil {
 		return nil, err
-	}
-	if len(data) > MaxFileBytes {
-		return nil, fmt.Errorf("%w: file larger than %d bytes", ErrImage, MaxFileBytes)
 	}
 	return decodeBytes(data, MaxPixels)
 }

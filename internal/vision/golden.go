@@ -3,10 +3,12 @@ package vision
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"path/filepath"
 	"slices"
-	"sort"
+
+	"github.com/ckptgate/ckptgate/internal/boundedio"
 )
 
 // Tolerances for comparing with transformers' goldens. One 8-bit level is
@@ -57,7 +59,7 @@ type Sample [5]float64
 // names a known config and a local image path.
 func LoadGoldens(dir string) (*Goldens, error) {
 	path := filepath.Join(dir, GoldensName)
-	b, err := readBounded(path, maxGoldensBytes)
+	b, err := boundedio.ReadFile(path, maxGoldensBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -90,12 +92,7 @@ func LoadGoldens(dir string) (*Goldens, error) {
 
 // ConfigNames returns the config names, sorted.
 func (g *Goldens) ConfigNames() []string {
-	names := make([]string, 0, len(g.Configs))
-	for n := range g.Configs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(g.Configs))
 }
 
 // ImagePath is the golden's image file.

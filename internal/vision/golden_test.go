@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"image"
-	"io"
 	"path/filepath"
 	"testing"
 
@@ -143,36 +142,21 @@ func TestGoldenImageUser(t *testing.T) {
 	}
 }
 
-func readRaw(t *testing.T, f *safetensors.File, name string) ([]byte, safetensors.TensorInfo) {
-	t.Helper()
-	info, ok := f.Tensor(name)
-	if !ok {
-		t.Fatalf("%s: no tensor %q", f.Path, name)
-	}
-	sr, err := f.Section(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(sr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b, info
-}
-
 func readF32(t *testing.T, f *safetensors.File, name string) ([]float32, []int64) {
 	t.Helper()
-	b, info := readRaw(t, f, name)
-	out := make([]float32, info.NumElements())
-	if err := dtype.ToFloat32(out, b, info.DType); err != nil {
+	out, shape, err := f.ReadFloat32(name)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return out, info.Shape
+	return out, shape
 }
 
 func readI64(t *testing.T, f *safetensors.File, name string) []int64 {
 	t.Helper()
-	b, info := readRaw(t, f, name)
+	b, info, err := f.ReadBytes(name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if info.DType != dtype.I64 {
 		t.Fatalf("%s is %v, want I64", name, info.DType)
 	}

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -148,7 +149,7 @@ func CheckManifest(tb testing.TB, c *ckpt.Checkpoint, name string) {
 			continue
 		}
 		seen[leg] = true
-		if t.DType.String() != w.DType || !equal(t.Shape, w.Shape) {
+		if t.DType.String() != w.DType || !slices.Equal(t.Shape, w.Shape) {
 			tb.Errorf("%s: %s is %v %v, manifest %s says %s %v", c.Path, t.Name, t.DType, t.Shape, name, w.DType, w.Shape)
 			continue
 		}
@@ -167,16 +168,4 @@ func CheckManifest(tb testing.TB, c *ckpt.Checkpoint, name string) {
 			tb.Errorf("%s: manifest %s has %s, the checkpoint does not", c.Path, name, n)
 		}
 	}
-}
-
-func equal(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

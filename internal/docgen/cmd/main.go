@@ -9,11 +9,10 @@ package main
 import (
 	"flag"
 	"fmt"
-	"io"
 	"os"
 
+	"github.com/ckptgate/ckptgate/internal/atomicfile"
 	"github.com/ckptgate/ckptgate/internal/docgen"
-	"github.com/ckptgate/ckptgate/reports"
 	"github.com/ckptgate/ckptgate/verify"
 )
 
@@ -21,11 +20,7 @@ func main() {
 	out := flag.String("o", "docs/checks.md", "file to write")
 	flag.Parse()
 	md := docgen.ChecksMarkdown(verify.All())
-	err := reports.WriteFileAtomic(*out, func(w io.Writer) error {
-		_, err := w.Write(md)
-		return err
-	})
-	if err != nil {
+	if err := atomicfile.WriteBytes(*out, md); err != nil {
 		fmt.Fprintln(os.Stderr, "docgen:", err)
 		os.Exit(1)
 	}
