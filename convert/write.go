@@ -20,6 +20,7 @@ import (
 	"github.com/ckptgate/ckptgate/internal/ckpt"
 	"github.com/ckptgate/ckptgate/internal/dtype"
 	"github.com/ckptgate/ckptgate/internal/exit"
+	"github.com/ckptgate/ckptgate/internal/mem"
 	"github.com/ckptgate/ckptgate/internal/safetensors"
 )
 
@@ -130,23 +131,6 @@ func (p *Plan) memoryNeed(opts Options) int64 {
 	return need + 64<<20 // the runtime, metadata and headers
 }
 
-// availableMemory reads MemAvailable from /proc/meminfo (0 when unknown).
-func availableMemory() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err == nil {
-				return kb << 10
-			}
-		}
-	}
-	return 0
-}
-
 // checkMemory refuses a run whose estimated peak memory exceeds what is
 // available.
 func checkMemory(need, avail int64) error {
@@ -205,7 +189,7 @@ func (p *Plan) Write(ctx context.Context, out string, opts Options) (res *Result
 		if err := preflight(parent, p.TotalBytes+sideFilesSize(p.Base, p.SideFiles)); err != nil {
 			return nil, err
 		}
-		if err := checkMemory(p.memoryNeed(opts), availableMemory()); err != nil {
+		if err := checkMemory(p.memoryNeed(opts), mem.Available()); err != nil {
 			return nil, err
 		}
 	}
