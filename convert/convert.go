@@ -28,6 +28,8 @@ type Options struct {
 	Force bool
 	// BufSize is the per-worker read size (0: ckpt.DefaultBufSize).
 	BufSize int
+	// PartBytes bounds the part of a chunk one worker copies (0: 64 MiB).
+	PartBytes int64
 	// Progress, when set, is called with bytes written so far and the
 	// total, from several goroutines.
 	Progress func(done, total int64)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/ckptgate/ckptgate/internal/dcp/dcptest"
@@ -346,5 +347,34 @@ func TestConvertDCPVariants(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Chunks cut into parts copied by different workers give the same bytes, and
+// a damaged storage is still caught by the CRC combined from the parts.
+func TestConvertInParts(t *testing.T) {
+	ref := loadManifests(t)["fsdp1-fp32"]
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := Run(context.Background(), filepath.Join(fx, runs["fsdp1"]), filepath.Join(fx, "base"), out,
+		Options{DType: dtype.F32, PartBytes: 1000, Jobs: 3, BufSize: 300, SkipPreflight: true}); err != nil {
+		t.Fatal(err)
+	}
+	got := manifestOf(t, out)
+	for n, w := range ref {
+		if !reflect.DeepEqual(got[n], w) {
+			t.Errorf("%s differs from the reference", n)
+		}
+	}
+	src := dcptest.CopyRun(t, filepath.Join(fx, runs["fsdp1"]))
+	for _, c := range dcptest.Corruptions {
+		if c.Name == "crc-mismatch" {
+			if err := c.Apply(src); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	_, err := Run(context.Background(), src, filepath.Join(fx, "base"), filepath.Join(t.TempDir(), "bad"), Options{PartBytes: 1000, SkipPreflight: true})
+	if err == nil || !strings.Contains(err.Error(), "CRC-32") {
+		t.Errorf("damaged storage converted in parts: %v", err)
 	}
 }

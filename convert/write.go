@@ -167,8 +167,36 @@ func humanBytes(n int64) string {
 type workItem struct {
 	t     *Planned
 	chunk *ckpt.Chunk
+	part  ckpt.Part
+	// parts collects the results of all parts of the chunk, for its CRC.
+	parts *chunkParts
 	file  *os.File
 	at    int64 // file offset of the tensor's first byte
+}
+
+// partBytes bounds the part of a chunk one worker copies, so that a huge
+// chunk (an embedding saved by two ranks, a whole tensor in a .pt) is spread
+// over the cores instead of ending the run on one.
+const defaultPartBytes = 64 << 20
+
+// chunkParts gathers the part results of one chunk; the worker that
+// finishes the last part checks the chunk's CRC.
+type chunkParts struct {
+	mu      sync.Mutex
+	results []ckpt.PartResult
+	left    int
+}
+
+// done records a part; it returns the results when it was the last one.
+func (cp *chunkParts) done(r ckpt.PartResult) []ckpt.PartResult {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.results = append(cp.results, r)
+	cp.left--
+	if cp.left == 0 {
+		return cp.results
+	}
+	return nil
 }
 
 // Write writes the plan into out atomically: everything goes into a
@@ -219,7 +247,7 @@ func (p *Plan) Write(ctx context.Context, out string, opts Options) (res *Result
 	if err := opts.stage(ctx, "side-files"); err != nil {
 		return nil, err
 	}
-	files, items, err := p.createShards(tmp)
+	files, items, err := p.createShards(tmp, opts.PartBytes)
 	defer func() {
 		for _, f := range files {
 			f.Close()
@@ -288,7 +316,10 @@ func sideFilesSize(base string, files []string) int64 {
 
 // createShards creates every shard file with its header, allocated to full
 // size, and lists the chunk copies to make, ordered by destination offset.
-func (p *Plan) createShards(dir string) ([]*os.File, []workItem, error) {
+func (p *Plan) createShards(dir string, partBytes int64) ([]*os.File, []workItem, error) {
+	if partBytes <= 0 {
+		partBytes = defaultPartBytes
+	}
 	byName := map[string]*Planned{}
 	for i := range p.Tensors {
 		byName[p.Tensors[i].Out.Name] = &p.Tensors[i]
@@ -317,7 +348,11 @@ func (p *Plan) createShards(dir string) ([]*os.File, []workItem, error) {
 				if c.Volume() == 0 {
 					continue
 				}
-				items = append(items, workItem{t: pt, chunk: c, file: f, at: at})
+				parts := ckpt.SplitChunk(c, max(partBytes/int64(pt.Src.DType.Size()), 1))
+				group := &chunkParts{left: len(parts)}
+				for _, part := range parts {
+					items = append(items, workItem{t: pt, chunk: c, part: part, parts: group, file: f, at: at})
+				}
 			}
 		}
 	}
@@ -351,9 +386,11 @@ func (p *Plan) copyAll(ctx context.Context, items []workItem, opts Options) erro
 	if bufSize <= 0 {
 		bufSize = ckpt.DefaultBufSize
 	}
-	// Big chunks first so that the tail of the run is not one worker
-	// copying the largest tensor alone.
-	sort.SliceStable(items, func(i, j int) bool { return items[i].chunk.Volume() > items[j].chunk.Volume() })
+	// Big parts first so that the tail of the run is not one worker
+	// copying a large one alone.
+	sort.SliceStable(items, func(i, j int) bool {
+		return items[i].part.Hi-items[i].part.Lo > items[j].part.Hi-items[j].part.Lo
+	})
 	var done atomic.Int64
 	total := p.TotalBytes
 	g, ctx := errgroup.WithContext(ctx)
@@ -371,7 +408,7 @@ func (p *Plan) copyAll(ctx context.Context, items []workItem, opts Options) erro
 				srcT, outT := it.t.Src.DType, it.t.Out.DType
 				osize := int64(outT.Size())
 				n := 0
-				err := ckpt.WalkChunk(it.t.Src, it.chunk, rbuf, func(dst int64, src []byte) error {
+				res, err := ckpt.WalkPart(it.t.Src, it.chunk, it.part, rbuf, func(dst int64, src []byte) error {
 					b := src
 					if srcT != outT {
 						need := len(src) / srcT.Size() * outT.Size()
@@ -396,6 +433,11 @@ func (p *Plan) copyAll(ctx context.Context, items []workItem, opts Options) erro
 				})
 				if err != nil {
 					return err
+				}
+				if all := it.parts.done(res); all != nil {
+					if err := ckpt.CheckParts(it.t.Src, it.chunk, all, rbuf); err != nil {
+						return err
+					}
 				}
 				if n > 0 {
 					nanMu.Lock()

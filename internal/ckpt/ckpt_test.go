@@ -84,3 +84,60 @@ func TestWalkChunkStrided(t *testing.T) {
 		t.Errorf("view past the storage: %v", err)
 	}
 }
+
+func TestCombineCRC(t *testing.T) {
+	data := make([]byte, 100000)
+	for i := range data {
+		data[i] = byte(i*7 + i/13)
+	}
+	for _, cut := range []int{0, 1, 7, 4096, 65537, 99999, 100000} {
+		a, b := data[:cut], data[cut:]
+		got := CombineCRC(crc32.ChecksumIEEE(a), crc32.ChecksumIEEE(b), int64(len(b)))
+		if want := crc32.ChecksumIEEE(data); got != want {
+			t.Errorf("cut %d: %08x, want %08x", cut, got, want)
+		}
+	}
+}
+
+// Walking a chunk in parts, in any order, delivers every element once at
+// its place and checks the storage CRC from the parts' CRCs.
+func TestWalkParts(t *testing.T) {
+	const rows, cols = 37, 5
+	st := make([]byte, rows*cols*4)
+	for i := 0; i < rows*cols; i++ {
+		binary.LittleEndian.PutUint32(st[4*i:], uint32(1000+i))
+	}
+	v := &View{R: bytes.NewReader(st), StorageLen: int64(len(st)), DType: dtype.U32, Size: []int64{rows, cols}, Stride: []int64{cols, 1},
+		CRC32: crc32.ChecksumIEEE(st), HasCRC: true, Where: "mem"}
+	tt := &Tensor{Name: "x", DType: dtype.U32, Shape: []int64{rows + 3, cols}}
+	c := Chunk{Offsets: []int64{3, 0}, Sizes: []int64{rows, cols}, Open: func() (*View, error) { return v, nil }}
+	for _, maxElems := range []int64{1, 7, 64, 1000} {
+		out := make([]uint32, (rows+3)*cols)
+		parts := SplitChunk(&c, maxElems)
+		var rs []PartResult
+		for i := len(parts) - 1; i >= 0; i-- {
+			r, err := WalkPart(tt, &c, parts[i], make([]byte, 12), func(dst int64, src []byte) error {
+				for j := 0; j < len(src)/4; j++ {
+					out[dst+int64(j)] = binary.LittleEndian.Uint32(src[4*j:])
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs = append(rs, r)
+		}
+		if err := CheckParts(tt, &c, rs, make([]byte, 64)); err != nil {
+			t.Fatalf("max %d: %v", maxElems, err)
+		}
+		for i := 0; i < rows*cols; i++ {
+			if out[3*cols+i] != uint32(1000+i) {
+				t.Fatalf("max %d: element %d = %d", maxElems, i, out[3*cols+i])
+			}
+		}
+		rs[0].CRC ^= 1
+		if err := CheckParts(tt, &c, rs, make([]byte, 64)); !errors.Is(err, ErrCorrupt) && len(parts) > 0 {
+			t.Errorf("max %d: tampered part CRC accepted: %v", maxElems, err)
+		}
+	}
+}
