@@ -67,14 +67,17 @@ def main():
         pass
     subprocess.run(["sh", "-c", f"cat {a.ckpt}/* > /dev/null"])
     w = lambda n: os.path.join(a.work, n)
-    measure("plain copy (cp -r)", ["cp", "-r", a.ckpt, w("copy")], res)
+    # ckptgate syncs what it writes before publishing it; a fair copy does too.
+    measure("plain copy (cp -r; sync)", ["sh", "-c", f"cp -r {a.ckpt} {w('copy')} && sync"], res)
+    measure("plain copy (cp -r, no sync)", ["cp", "-r", a.ckpt, w("copy2")], res)
     measure("ckptgate convert", [a.ckptgate, "convert", "--source", a.ckpt, "--base", a.base, "--out", w("ckptgate"), "--quiet"], res)
     measure("ckptgate convert --jobs 16", [a.ckptgate, "convert", "--source", a.ckpt, "--base", a.base, "--out", w("ckptgate16"), "--quiet", "--jobs", "16"], res)
+    measure("ckptgate convert --dtype fp32", [a.ckptgate, "convert", "--source", a.ckpt, "--base", a.base, "--out", w("ckptgate32"), "--quiet", "--dtype", "fp32"], res)
     measure("ckptgate verify --source", [a.ckptgate, "verify", "--model", w("ckptgate"), "--base", a.base, "--source", a.ckpt], res)
     measure("llama-cookbook procedure", [sys.executable, "-c", COOKBOOK, a.ckpt, a.base, w("cookbook")], res)
     measure("dcp_to_torch_save", [sys.executable, "-c", DCP_TO_TORCH, a.ckpt, w("dcp.pt")], res)
     measure("accelerate merge_fsdp_weights", [sys.executable, "-c", ACCELERATE, a.ckpt, w("accelerate")], res)
-    sizes = {n: du(w(n)) for n in ("copy", "ckptgate", "cookbook", "dcp.pt", "accelerate") if os.path.exists(w(n))}
+    sizes = {n: du(w(n)) for n in ("copy", "ckptgate", "ckptgate32", "cookbook", "dcp.pt", "accelerate") if os.path.exists(w(n))}
     info = {"checkpoint_bytes": du(a.ckpt), "output_bytes": sizes, "cpus": os.cpu_count(), "page_cache_dropped_before": dropped,
             "results": res}
     try:
