@@ -80,3 +80,32 @@ func absDiff(a, b byte) int {
 	}
 	return int(b - a)
 }
+
+// TestEmptyImage: a SOF announcing zero rows or columns is an error, as in
+// libjpeg, not an empty image (the fuzzer found a 3x0 header decoding to an
+// empty rectangle). The headers are patched into a real PIL-written file.
+func TestEmptyImage(t *testing.T) {
+	orig, err := os.ReadFile("testdata/q90_420_37x29.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sof := bytes.Index(orig, []byte{0xff, 0xc0})
+	if sof < 0 {
+		t.Fatal("no baseline SOF in testdata/q90_420_37x29.jpg")
+	}
+	for _, tc := range []struct {
+		name string
+		at   int
+	}{{"zero height", sof + 5}, {"zero width", sof + 7}} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := bytes.Clone(orig)
+			b[tc.at], b[tc.at+1] = 0, 0
+			if _, err := DecodeConfig(bytes.NewReader(b)); err == nil || !strings.Contains(err.Error(), "empty image") {
+				t.Errorf("DecodeConfig: got %v, want an empty image error", err)
+			}
+			if _, err := Decode(bytes.NewReader(b)); err == nil {
+				t.Error("Decode accepted an empty image")
+			}
+		})
+	}
+}

@@ -331,6 +331,12 @@ func (d *decoder) processSOF(n int) error {
 	}
 	d.height = int(d.tmp[1])<<8 + int(d.tmp[2])
 	d.width = int(d.tmp[3])<<8 + int(d.tmp[4])
+	// libjpeg refuses these too (JERR_EMPTY_IMAGE): a zero height would
+	// need a DNL marker, which neither decoder supports, and an empty
+	// image has nothing a preprocessor could use.
+	if d.width == 0 || d.height == 0 {
+		return FormatError("empty image")
+	}
 	if int(d.tmp[5]) != d.nComp {
 		return FormatError("SOF has wrong length")
 	}
