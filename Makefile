@@ -5,7 +5,7 @@ FUZZTIME ?= 60s
 BENCH_SIZE ?= 2GB
 BENCH_WORLD ?= 8
 
-.PHONY: build test test-race test-ollama demo bench fuzz lint checks-doc clean
+.PHONY: build test test-race test-ollama demo bench bench-convert bench-engine fuzz lint checks-doc clean
 
 build:
 	$(GO) build -o bin/ckptgate ./cmd/ckptgate
@@ -27,9 +27,18 @@ demo: build
 	bin/ckptgate gate --source goldens/mllama-tiny-dev/runs/fsdp1 --base goldens/mllama-tiny-dev/base \
 		--out out/demo --golden goldens/mllama-tiny-dev --report-dir out/demo-report
 
-## bench: convert/verify a synthetic 11B-shaped checkpoint against a plain copy
-bench: build
+## bench: both benchmarks below
+bench: bench-convert bench-engine
+
+## bench-convert: convert/verify a synthetic 11B-shaped checkpoint against a plain copy
+bench-convert: build
 	$(GO) run ./cmd/ckptgate-bench -size $(BENCH_SIZE) -world $(BENCH_WORLD)
+
+## bench-engine: the smoke run of the tiny model, then the reference engine's
+## layers at Llama-3.2-11B-Vision's widths (random weights), one run each
+bench-engine:
+	$(GO) test -run '^$$' -bench 'SmokeTiny|Preprocess' -benchtime 10x ./internal/mllama ./internal/vision
+	$(GO) test -run '^$$' -bench '11B' -benchtime 1x -timeout 60m ./internal/mllama
 
 ## fuzz: every fuzz target for FUZZTIME each (the Ollama one with its tag)
 fuzz:

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"math"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -48,22 +49,26 @@ func (m *Merge) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 		if _, err := dec.ReadToken(); err != nil {
 			return err
 		}
-		var pair []string
+		var pair Merge
+		n := 0
 		for dec.PeekKind() == '"' {
 			tok, err := dec.ReadToken()
 			if err != nil {
 				return err
 			}
-			pair = append(pair, tok.String())
+			if n < 2 {
+				pair[n] = tok.String()
+			}
+			n++
 		}
 		end, err := dec.ReadToken()
 		if err != nil {
 			return err
 		}
-		if end.Kind() != ']' || len(pair) != 2 {
+		if end.Kind() != ']' || n != 2 {
 			return fmt.Errorf("merge is not a pair of strings")
 		}
-		*m = Merge{pair[0], pair[1]}
+		*m = pair
 		return nil
 	}
 	return fmt.Errorf("merge is neither a string nor a pair of strings")
@@ -117,16 +122,17 @@ type tokenizerFile struct {
 	PostProcessor json.RawMessage `json:"post_processor"`
 	Decoder       json.RawMessage `json:"decoder"`
 	Model         struct {
-		Type                    string         `json:"type"`
-		Dropout                 *float64       `json:"dropout"`
-		UnkToken                *string        `json:"unk_token"`
-		ContinuingSubwordPrefix *string        `json:"continuing_subword_prefix"`
-		EndOfWordSuffix         *string        `json:"end_of_word_suffix"`
-		FuseUnk                 bool           `json:"fuse_unk"`
-		ByteFallback            bool           `json:"byte_fallback"`
-		IgnoreMerges            bool           `json:"ignore_merges"`
-		Vocab                   map[string]int `json:"vocab"`
-		Merges                  []Merge        `json:"merges"`
+		Type                    string   `json:"type"`
+		Dropout                 *float64 `json:"dropout"`
+		UnkToken                *string  `json:"unk_token"`
+		ContinuingSubwordPrefix *string  `json:"continuing_subword_prefix"`
+		EndOfWordSuffix         *string  `json:"end_of_word_suffix"`
+		FuseUnk                 bool     `json:"fuse_unk"`
+		ByteFallback            bool     `json:"byte_fallback"`
+		IgnoreMerges            bool     `json:"ignore_merges"`
+		// Decoded apart, concurrently: they are most of the file.
+		Vocab  jsontext.Value `json:"vocab"`
+		Merges jsontext.Value `json:"merges"`
 	} `json:"model"`
 }
 
@@ -183,11 +189,15 @@ func parseTokenizer(b []byte) (*Tokenizer, error) {
 	case !isNull(tf.Normalizer):
 		return nil, fmt.Errorf("normalizer %s is not supported (only null)", abbreviate(tf.Normalizer))
 	}
+	vocab, mergeList, err := decodeVocabMerges(m.Vocab, m.Merges)
+	if err != nil {
+		return nil, err
+	}
 	t := &Tokenizer{
-		vocab:        m.Vocab,
-		vocabR:       make(map[int]string, len(m.Vocab)),
-		mergeList:    m.Merges,
-		merges:       make(map[[2]int]mergeEntry, len(m.Merges)),
+		vocab:        vocab,
+		vocabR:       make(map[int]string, len(vocab)),
+		mergeList:    mergeList,
+		merges:       make(map[[2]int]mergeEntry, len(mergeList)),
 		ignoreMerges: m.IgnoreMerges,
 		fuseUnk:      m.FuseUnk,
 		pipeline:     map[string]any{},
@@ -212,20 +222,17 @@ func parseTokenizer(b []byte) (*Tokenizer, error) {
 		}
 		t.hasUnk, t.unkID = true, id
 	}
-	for rank, mg := range m.Merges {
-		a, okA := t.vocab[mg[0]]
-		bID, okB := t.vocab[mg[1]]
-		joined, okJ := t.vocab[mg[0]+mg[1]]
-		if !okA || !okB || !okJ {
-			return nil, fmt.Errorf("model.merges[%d] (%q, %q): a token is not in the vocabulary", rank, mg[0], mg[1])
-		}
+	pairs, err := resolveMerges(t.vocab, t.mergeList)
+	if err != nil {
+		return nil, err
+	}
+	for rank, p := range pairs {
 		// A repeated pair takes its last rank, as tokenizers' HashMap does.
-		t.merges[[2]int{a, bID}] = mergeEntry{rank: rank, id: joined}
+		t.merges[[2]int{p[0], p[1]}] = mergeEntry{rank: rank, id: p[2]}
 	}
 	if err := t.setAdded(tf.AddedTokens); err != nil {
 		return nil, err
 	}
-	var err error
 	if t.pre, err = parsePreTokenizer(tf.PreTokenizer); err != nil {
 		return nil, fmt.Errorf("pre_tokenizer: %w", err)
 	}
@@ -245,6 +252,67 @@ func parseTokenizer(b []byte) (*Tokenizer, error) {
 		t.pipeline[name] = v
 	}
 	return t, nil
+}
+
+// decodeVocabMerges decodes model.vocab and model.merges, each on its own
+// goroutine: together they are nearly all of a Llama tokenizer.json, and
+// loading it is most of a smoke run.
+func decodeVocabMerges(rawVocab, rawMerges jsontext.Value) (map[string]int, []Merge, error) {
+	var (
+		vocab      map[string]int
+		merges     []Merge
+		vErr, mErr error
+		wg         sync.WaitGroup
+	)
+	if len(rawVocab) > 0 {
+		wg.Go(func() { vErr = json.Unmarshal(rawVocab, &vocab) })
+	}
+	if len(rawMerges) > 0 {
+		mErr = json.Unmarshal(rawMerges, &merges)
+	}
+	wg.Wait()
+	switch {
+	case vErr != nil:
+		return nil, nil, fmt.Errorf("model.vocab: %w", vErr)
+	case mErr != nil:
+		return nil, nil, fmt.Errorf("model.merges: %w", mErr)
+	}
+	return vocab, merges, nil
+}
+
+// resolveMerges maps every merge to the ids of its two tokens and of their
+// concatenation, in parallel chunks (the vocabulary is only read). The
+// error is the lowest-ranked merge with a token outside the vocabulary.
+func resolveMerges(vocab map[string]int, merges []Merge) ([][3]int, error) {
+	pairs := make([][3]int, len(merges))
+	workers := max(1, min(runtime.GOMAXPROCS(0), 4, len(merges)/10000))
+	bad := make([]int, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*len(merges)/workers, (w+1)*len(merges)/workers
+		bad[w] = -1
+		wg.Go(func() {
+			for rank := lo; rank < hi; rank++ {
+				mg := merges[rank]
+				a, okA := vocab[mg[0]]
+				b, okB := vocab[mg[1]]
+				j, okJ := vocab[mg[0]+mg[1]]
+				if !okA || !okB || !okJ {
+					bad[w] = rank
+					return
+				}
+				pairs[rank] = [3]int{a, b, j}
+			}
+		})
+	}
+	wg.Wait()
+	for _, rank := range bad {
+		if rank >= 0 {
+			mg := merges[rank]
+			return nil, fmt.Errorf("model.merges[%d] (%q, %q): a token is not in the vocabulary", rank, mg[0], mg[1])
+		}
+	}
+	return pairs, nil
 }
 
 func (t *Tokenizer) setAdded(tokens []AddedToken) error {
