@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,20 +16,9 @@ import (
 // and preprocessed, the forward pass and 12 greedy tokens. The issue's
 // target is under a second per run.
 func BenchmarkSmoke(b *testing.B) {
-	var g struct {
-		Templates map[string]struct {
-			Messages json.RawMessage `json:"messages"`
-		} `json:"templates"`
-	}
-	raw, err := os.ReadFile(filepath.Join(fixtures, "goldens.json"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &g); err != nil {
-		b.Fatal(err)
-	}
+	_, conversations := smokeGoldens(b)
 	msgs := filepath.Join(b.TempDir(), "messages.json")
-	if err := os.WriteFile(msgs, g.Templates["image_user"].Messages, 0o644); err != nil {
+	if err := os.WriteFile(msgs, conversations["image_user"], 0o644); err != nil {
 		b.Fatal(err)
 	}
 	args := []string{"smoke", "--model", filepath.Join(fixtures, "base"), "--messages", msgs,

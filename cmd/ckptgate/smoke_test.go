@@ -37,7 +37,7 @@ type smokeGolden struct {
 	Generated []int     `json:"generated"`
 }
 
-func smokeGoldens(t *testing.T) (map[string]smokeGolden, map[string]json.RawMessage) {
+func smokeGoldens(t testing.TB) (map[string]smokeGolden, map[string]json.RawMessage) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(fixtures, "goldens.json"))
 	if err != nil {
